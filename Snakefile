@@ -1,0 +1,41 @@
+# episcribe: annotate a LeRobot v3 dataset with a vision-language model.
+#
+#   snakemake --cores all --config dataset__root=/path/to/dataset
+#
+# Paths (dataset = the dataset directory's name):
+#   results/{dataset}/staging/episode_{N:06d}/{module}.jsonl   per module, per episode
+#   results/{dataset}/cache/{module}/...                       rows keyed by their inputs
+#   results/{dataset}/validation/report.{json,txt}             checks before writing
+#   results/{dataset}/write/manifest.json                      what write_dataset wrote
+#   results/{dataset}/annotated/                               the annotated dataset
+#   logs/{dataset}/{rule}/...log, benchmarks/{dataset}/{rule}/...tsv
+#
+# The model server is not a file of this DAG: jobs that need the model call
+# episcribe.vlm.server.ensure(), and the hooks below stop it when the run ends.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/annotate.smk"
+include: "rules/validate.smk"
+include: "rules/write.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),
+
+
+onsuccess:
+    stop_model_server()
+
+
+onerror:
+    stop_model_server()

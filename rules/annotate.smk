@@ -1,0 +1,39 @@
+"""The annotation rules: one per module and shard of episodes.
+
+  annotate_plan__<shard>           subtasks (describe -> segment), plan, memory, task_aug
+  annotate_interjections__<shard>  initial speech; interjections + spoken replies
+  annotate_plan_update__<shard>    a refreshed plan at every interjection
+  annotate_vqa__<shard>            frame-grounded question/answer pairs, per camera
+
+<shard> is episode_000012, or episodes_000000-000019 when a job covers several episodes
+(datasets over 500 episodes; workflow.episodes_per_job).
+
+Inputs of each job: exactly the prompt templates and answer schemas its module uses
+(episcribe.prompts.MODULE_PROMPT_KINDS), the data shards and videos holding its episodes,
+and the upstream modules' staging files (interjections <- plan; plan_update <- plan,
+interjections). Params: its own config section, the model identity, the seed where the
+module draws from it. So editing prompts/vqa_*.txt re-runs only annotate_vqa jobs.
+Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode.
+"""
+
+
+for module in PLAN.modules:
+    for shard in SHARDS:
+
+        rule:
+            name:
+                f"annotate_{module}__{shard.label}"
+            input:
+                **job_inputs(module, shard),
+            output:
+                PLAN.staging_outputs(module, shard),
+            params:
+                **job_params(module, shard),
+            log:
+                PLAN.log(f"annotate_{module}", shard),
+            benchmark:
+                PLAN.benchmark(f"annotate_{module}", shard)
+            resources:
+                vlm=1,
+            script:
+                "../scripts/annotate_episodes.py"

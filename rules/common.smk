@@ -1,0 +1,70 @@
+"""Shared set-up: validated config, the dataset's episodes, shards, paths and params.
+
+All logic lives in episcribe.workflow.WorkflowPlan; this file only exposes it to the
+rule files as small named helpers.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from episcribe.config import resolve
+from episcribe.errors import UserError
+from episcribe.vlm import server
+from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan
+
+# Jobs started by this snakemake share one model server; it watches this pid and stops
+# when the run ends, however it ends. setdefault: job subprocesses re-read this file.
+os.environ.setdefault("EPISCRIBE_OWNER_PID", str(os.getpid()))
+
+PROMPTS = Path(workflow.basedir) / "prompts"
+
+try:
+    config.update(resolve(config))
+    PLAN = WorkflowPlan(config, PROMPTS)
+except UserError as exc:
+    sys.exit(f"episcribe: {exc}")
+
+DATASET = PLAN.name
+SHARDS = PLAN.shards
+
+
+wildcard_constraints:
+    episode=r"\d{6}",
+
+
+def module_enabled(module):
+    return module in PLAN.modules
+
+
+def job_inputs(module, shard):
+    sources = PLAN.source_inputs(shard)
+    if config["output"]["in_place"]:
+        # Writing in place rewrites the data shards; their new mtime must not make every
+        # annotation job look out of date (the frames and timestamps did not change).
+        sources = [ancient(path) for path in sources]
+    return {
+        "prompts": PLAN.prompt_inputs(module),
+        "sources": sources,
+        "upstream": PLAN.upstream_inputs(module, shard),
+    }
+
+
+def job_params(module, shard):
+    return PLAN.module_params(module, shard) | {
+        "staging_dir": str(PLAN.staging_dir),
+        "cache_dir": str(PLAN.results / "cache"),
+        "prompts_dir": str(PROMPTS),
+        "upstream_modules": PLAN.upstream(module),
+    }
+
+
+def final_outputs():
+    return [
+        rules.write_dataset.output.manifest,
+        rules.validate_staging.output.json,
+    ]
+
+
+def stop_model_server():
+    server.stop(SERVER_RUN_DIR)

@@ -1,0 +1,27 @@
+"""write_dataset: write the language columns into the dataset.
+
+Inputs: the validation report (and through it, every staging file).
+Outputs: results/{dataset}/write/manifest.json, the receipt of what was written. The
+annotated dataset itself is user data, not a workflow file: its location (output.root,
+default results/{dataset}/annotated, or the source with output.in_place) is a param.
+"""
+
+
+rule write_dataset:
+    input:
+        report=rules.validate_staging.output.json,
+    output:
+        manifest=f"results/{DATASET}/write/manifest.json",
+    params:
+        dataset_root=str(PLAN.dataset.root),
+        staging_dir=str(PLAN.staging_dir),
+        episodes=PLAN.episodes,
+        modules=PLAN.modules,
+        destination=PLAN.destination(),
+        skip_validation=config["skip_validation"],
+    log:
+        PLAN.log("write_dataset"),
+    benchmark:
+        PLAN.benchmark("write_dataset")
+    script:
+        "../scripts/write_dataset.py"

@@ -1,0 +1,32 @@
+"""Entry point of every annotate_<module> job: one module over one shard of episodes."""
+
+from pathlib import Path
+
+from episcribe.annotate import JobSpec, run_job
+from episcribe.logs import script_main
+from episcribe.workflow import SERVER_RUN_DIR
+
+
+def main(smk):
+    p = smk.params
+    run_job(
+        JobSpec(
+            module=p.module,
+            dataset_root=Path(p.dataset_root),
+            episodes=list(p.episodes),
+            staging_dir=Path(p.staging_dir),
+            cache_dir=Path(p.cache_dir),
+            prompts_dir=Path(p.prompts_dir),
+            settings=dict(p.settings),
+            model=dict(p.model),
+            seed=p.seed,
+            vlm=smk.config["vlm"],
+            run_dir=SERVER_RUN_DIR,
+            upstream_modules=list(p.upstream_modules),
+            episode_concurrency=smk.config["workflow"]["episode_concurrency"],
+            metrics_path=Path(smk.log[0]).with_suffix(".metrics.jsonl"),
+        )
+    )
+
+
+script_main(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -1,0 +1,192 @@
+"""The body of one annotation job: one module over one shard of episodes.
+
+For every episode of the shard the job either restores the module's rows from the
+cache (same prompts, settings, model, data and upstream rows) or runs the module
+against the model. Episodes run concurrently so the model server sees many calls in
+flight; each finished episode is cached and staged at once, so an interrupted job
+loses only the episodes it was working on. The model server is only started when at
+least one episode needs it: a job made entirely of cache hits starts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import EpisodeCache, digest
+from .dataset import LeRobotDataset
+from .modules import DEPENDS_ON, RUNNERS
+from .modules.base import EpisodeContext, FrameSource
+from .prompts import PromptSet, prompt_files
+from .staging import read_rows, staging_file, write_rows
+from .vlm import server
+from .vlm.client import VlmClient
+from .vlm.slots import SlotPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSpec:
+    """Everything a job needs, as handed over by the Snakemake rule."""
+
+    module: str
+    dataset_root: Path
+    episodes: list[int]
+    staging_dir: Path
+    cache_dir: Path
+    prompts_dir: Path
+    settings: dict  # the module's config section
+    model: dict  # the settings that shape the model's answers (see model_identity)
+    seed: int
+    vlm: dict  # the whole vlm section: backend, endpoint, concurrency, timeouts
+    run_dir: Path  # where the model server's state lives
+    upstream_modules: list[str] = field(default_factory=list)
+    episode_concurrency: int = 8
+    metrics_path: Path | None = None
+
+
+@dataclass
+class JobSummary:
+    cached: int = 0
+    annotated: int = 0
+    rows: int = 0
+    skipped: int = 0
+    calls: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+
+def model_identity(vlm: dict, camera_key: str) -> dict:
+    """The vlm settings that change what the model answers (and so trigger re-runs).
+
+    Endpoint, concurrency and timeouts are left out on purpose: moving the server or
+    raising the concurrency must not re-annotate anything. A fake server's answers
+    depend on its options, so those are part of its identity.
+    """
+    identity = {
+        "model_id": vlm["model_id"],
+        "camera_key": camera_key,
+        "max_new_tokens": vlm["max_new_tokens"],
+        "temperature": vlm["temperature"],
+        "image_max_side": vlm["image_max_side"],
+        "jpeg_quality": vlm["jpeg_quality"],
+    }
+    if vlm["backend"] == "fake":
+        identity["fake"] = vlm["fake"]
+    return identity
+
+
+def run_job(spec: JobSpec) -> JobSummary:
+    started = time.monotonic()
+    dataset = LeRobotDataset.open(spec.dataset_root)
+    prompts = PromptSet(spec.prompts_dir)
+    cache = EpisodeCache(spec.cache_dir, spec.module, _job_identity(spec))
+    summary = JobSummary()
+
+    pending: list[tuple[int, str, dict]] = []
+    for index in spec.episodes:
+        upstream = {
+            dep: read_rows(staging_file(spec.staging_dir, index, dep))
+            for dep in spec.upstream_modules
+        }
+        key = cache.key(dataset.episode_fingerprint(index), upstream)
+        rows = cache.get(key)
+        if rows is None:
+            pending.append((index, key, upstream))
+            continue
+        write_rows(staging_file(spec.staging_dir, index, spec.module), rows)
+        summary.cached += 1
+        summary.rows += len(rows)
+        log.info("episode %06d: %d rows restored from cache", index, len(rows))
+
+    if pending:
+        asyncio.run(_annotate(spec, dataset, prompts, cache, pending, summary))
+    summary.seconds = time.monotonic() - started
+    log.info(
+        "%s: %d episodes annotated, %d from cache; %d rows, %d skipped answers; "
+        "%d model calls, %d failed; %.1f s",
+        spec.module,
+        summary.annotated,
+        summary.cached,
+        summary.rows,
+        summary.skipped,
+        summary.calls,
+        summary.failures,
+        summary.seconds,
+    )
+    return summary
+
+
+def _job_identity(spec: JobSpec) -> str:
+    prompt_texts = {
+        path.name: path.read_text(encoding="utf-8")
+        for path in prompt_files(spec.prompts_dir, spec.module)
+    }
+    return digest(
+        {
+            "module": spec.module,
+            "prompts": prompt_texts,
+            "settings": spec.settings,
+            "model": spec.model,
+            "seed": spec.seed,
+        }
+    )
+
+
+async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary) -> None:
+    urls = server.ensure(spec.vlm, spec.run_dir)
+    slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
+    limit = asyncio.Semaphore(spec.episode_concurrency)
+    async with VlmClient(
+        urls,
+        spec.vlm["model_id"],
+        spec.vlm["api_key"],
+        concurrency=spec.vlm["client_concurrency"],
+        max_new_tokens=spec.vlm["max_new_tokens"],
+        temperature=spec.vlm["temperature"],
+        timeout_s=spec.vlm["request_timeout_s"],
+        max_retries=spec.vlm["max_retries"],
+        metrics_path=spec.metrics_path,
+        slots=slots,
+    ) as client:
+
+        async def one(index: int, key: str, upstream: dict) -> None:
+            async with limit:
+                t0 = time.monotonic()
+                episode = await asyncio.to_thread(dataset.load_episode, index)
+                vlm = dict(spec.vlm, camera_key=spec.model["camera_key"])
+                ctx = EpisodeContext(
+                    dataset=dataset,
+                    episode=episode,
+                    client=client,
+                    prompts=prompts,
+                    settings=spec.settings,
+                    vlm=vlm,
+                    seed=spec.seed,
+                    upstream=upstream,
+                    frames=FrameSource(dataset, episode, vlm),
+                )
+                rows = await RUNNERS[spec.module](ctx)
+                cache.put(key, rows)
+                write_rows(staging_file(spec.staging_dir, index, spec.module), rows)
+                summary.annotated += 1
+                summary.rows += len(rows)
+                summary.skipped += ctx.skipped
+                log.info(
+                    "episode %06d: %d rows, %d skipped answers, %.1f s",
+                    index,
+                    len(rows),
+                    ctx.skipped,
+                    time.monotonic() - t0,
+                )
+
+        await asyncio.gather(*(one(*item) for item in pending))
+        summary.calls = client.stats.calls
+        summary.failures = client.stats.failures
+
+
+__all__ = ["JobSpec", "JobSummary", "model_identity", "run_job", "DEPENDS_ON"]

@@ -1,0 +1,170 @@
+"""What the Snakefile needs to know, computed in plain (testable) Python.
+
+``WorkflowPlan`` turns the validated config and the dataset's metadata into the
+shards, paths and rule parameters that ``rules/*.smk`` declare. The path grammar
+lives here and in ``staging.staging_file`` only:
+
+    results/{dataset}/staging/episode_{N:06d}/{module}.jsonl    one module, one episode
+    results/{dataset}/cache/{module}/..                        content-addressed rows
+    results/{dataset}/validation/report.{json,txt}             the validation report
+    results/{dataset}/write/manifest.json                      the write receipt
+    logs/{dataset}/{rule}/{shard}.log (+ .metrics.jsonl)       one log per job
+    benchmarks/{dataset}/{rule}/{shard}.tsv                    one timing per job
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .annotate import model_identity
+from .dataset import LeRobotDataset
+from .errors import ConfigError
+from .prompts import prompt_files
+from .staging import MODULES, staging_file
+
+# Snakemake's scheduling cost per job grows with the number of jobs (shared/notes:
+# 25+ minutes of pure overhead at 20,000 jobs), so a run stays under about this many.
+MAX_JOBS = 2000
+# Up to this many episodes, one job annotates one episode with one module.
+PER_EPISODE_LIMIT = 500
+SERVER_RUN_DIR = Path(".episcribe") / "server"
+# Modules that draw from the seeded RNG; only their jobs re-run when the seed changes.
+SEEDED_MODULES = ("interjections", "vqa")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Consecutive episodes annotated by one job of each module."""
+
+    episodes: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        first, last = self.episodes[0], self.episodes[-1]
+        return f"episode_{first:06d}" if first == last else f"episodes_{first:06d}-{last:06d}"
+
+
+def dataset_name(config: dict) -> str:
+    root = config["dataset"]["root"]
+    if root:
+        return Path(root).resolve().name
+    return config["dataset"]["repo_id"].replace("/", "__")
+
+
+def enabled_modules(config: dict) -> list[str]:
+    """Modules that run, in pipeline order; plan_update follows interjections."""
+    on = {
+        "plan": config["plan"]["enabled"],
+        "interjections": config["interjections"]["enabled"],
+        "plan_update": config["interjections"]["enabled"],
+        "vqa": config["vqa"]["enabled"],
+    }
+    return [m for m in MODULES if on[m]]
+
+
+def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> list[Shard]:
+    if per_job == "auto":
+        if len(episodes) <= PER_EPISODE_LIMIT:
+            per_job = 1
+        else:
+            per_job = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
+    return [
+        Shard(tuple(episodes[i : i + per_job])) for i in range(0, len(episodes), per_job)
+    ]
+
+
+class WorkflowPlan:
+    def __init__(self, config: dict, prompts_dir: Path):
+        if not config["dataset"]["root"]:
+            raise ConfigError(
+                "dataset.root is not set: pass --config dataset__root=/path/to/dataset "
+                "(downloading dataset.repo_id from the Hub needs network access and a "
+                "local root to download into)"
+            )
+        self.config = config
+        self.prompts_dir = prompts_dir
+        self.dataset = LeRobotDataset.open(config["dataset"]["root"])
+        self.name = dataset_name(config)
+        self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
+        self.modules = enabled_modules(config)
+        self.shards = shard_episodes(
+            self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
+        )
+        camera = config["vlm"]["camera_key"] or self.dataset.cameras[0]
+        if camera not in self.dataset.cameras:
+            raise ConfigError(
+                f"vlm.camera_key {camera!r} is not a camera of {self.dataset.root}; "
+                f"its cameras are: {', '.join(self.dataset.cameras)}"
+            )
+        self.model = model_identity(config["vlm"], camera)
+
+    # -- paths ---------------------------------------------------------------------
+    @property
+    def results(self) -> Path:
+        return Path("results") / self.name
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.results / "staging"
+
+    def staging_outputs(self, module: str, shard: Shard) -> list[str]:
+        return [str(staging_file(self.staging_dir, ep, module)) for ep in shard.episodes]
+
+    def all_staging(self) -> list[str]:
+        return [
+            str(staging_file(self.staging_dir, ep, module))
+            for module in self.modules
+            for ep in self.episodes
+        ]
+
+    def log(self, rule: str, shard: Shard | None = None, suffix: str = ".log") -> str:
+        return str(Path("logs") / self.name / rule / f"{shard.label if shard else rule}{suffix}")
+
+    def benchmark(self, rule: str, shard: Shard | None = None) -> str:
+        return str(Path("benchmarks") / self.name / rule / f"{shard.label if shard else rule}.tsv")
+
+    def destination(self) -> str | None:
+        """None means in place."""
+        output = self.config["output"]
+        if output["in_place"]:
+            return None
+        return str(Path(output["root"] or self.results / "annotated").resolve())
+
+    # -- rule inputs and params ------------------------------------------------------
+    def upstream(self, module: str) -> list[str]:
+        deps = {"interjections": ["plan"], "plan_update": ["plan", "interjections"]}
+        return [m for m in deps.get(module, []) if m in self.modules]
+
+    def prompt_inputs(self, module: str) -> list[str]:
+        return [str(p) for p in prompt_files(self.prompts_dir, module)]
+
+    def source_inputs(self, shard: Shard) -> list[str]:
+        return [str(p) for p in self.dataset.source_files(list(shard.episodes))]
+
+    def upstream_inputs(self, module: str, shard: Shard) -> list[str]:
+        return [
+            str(staging_file(self.staging_dir, ep, dep))
+            for dep in self.upstream(module)
+            for ep in shard.episodes
+        ]
+
+    def module_settings(self, module: str) -> dict:
+        section = {"plan_update": "plan"}.get(module, module)
+        if module == "plan_update":
+            # plan_update reads no plan.* knob of its own: its inputs are the plan and
+            # interjection rows, so it re-runs whenever they change.
+            return {}
+        return self.config[section]
+
+    def module_params(self, module: str, shard: Shard) -> dict:
+        """The rule's params: exactly what may change this module's answers."""
+        return {
+            "module": module,
+            "episodes": list(shard.episodes),
+            "settings": self.module_settings(module),
+            "model": self.model,
+            "seed": self.config["seed"] if module in SEEDED_MODULES else None,
+            "dataset_root": str(self.dataset.root),
+        }
