@@ -1,0 +1,100 @@
+"""The config contract: defaults from one schema, dotted keys, clear errors, docs in sync."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from episcribe.cli import translate
+from episcribe.config import load_schema, render_default_config, resolve
+from episcribe.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_empty_config_gets_every_spec_default():
+    config = resolve({})
+    assert config["seed"] == 1729
+    assert config["vlm"]["model_id"] == "Qwen/Qwen3.6-27B"
+    assert config["vlm"]["api_base"] == "http://127.0.0.1:8000/v1"
+    assert config["vlm"]["client_concurrency"] == 16
+    assert config["vlm"]["fake"] == {"latency_ms": 0, "max_concurrency": 0, "fault_rate": 0.0}
+    assert config["plan"]["max_video_frames"] == 32
+    assert config["plan"]["derive_task_from_video"] == "if_short"
+    assert config["interjections"]["max_interjections_per_episode"] == 3
+    assert config["vqa"]["vqa_emission_hz"] == 1.0
+    assert config["output"]["in_place"] is False
+
+
+def test_snakemake_style_double_underscore_keys_nest_and_coerce():
+    # What `snakemake --config plan__enabled=false dataset__only_episodes=[0,2]` hands over.
+    config = resolve(
+        {"plan__enabled": "false", "dataset__only_episodes": ["0", "2"], "vqa__vqa_emission_hz": 2}
+    )
+    assert config["plan"]["enabled"] is False
+    assert config["plan"]["plan_max_steps"] == 8  # the rest of the section keeps defaults
+    assert config["dataset"]["only_episodes"] == [0, 2]
+    assert config["vqa"]["vqa_emission_hz"] == 2
+
+
+def test_dotted_keys_merge_into_sections_from_a_config_file():
+    config = resolve({"vlm": {"backend": "fake"}, "vlm.fake.latency_ms": 300})
+    assert config["vlm"]["backend"] == "fake"
+    assert config["vlm"]["fake"]["latency_ms"] == 300
+
+
+def test_null_strings_become_none_where_allowed():
+    assert resolve({"vlm__camera_key": "null"})["vlm"]["camera_key"] is None
+
+
+@pytest.mark.parametrize(
+    "raw, named",
+    [
+        ({"vqa__vqa_emission_hz": "often"}, "vqa.vqa_emission_hz"),
+        ({"vqa__vqa_emission_hz": -1}, "vqa.vqa_emission_hz"),
+        ({"plan": {"max_steps": 3}}, "max_steps"),
+        ({"vlm__backend": "tgi"}, "vlm.backend"),
+        ({"plan__derive_task_from_video": "sometimes"}, "plan.derive_task_from_video"),
+    ],
+)
+def test_bad_values_name_the_key(raw, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        resolve(raw)
+
+
+def test_shipped_config_yaml_is_the_schema_rendered():
+    """config.yaml's comments are the schema's descriptions; regenerate with python -m."""
+    assert (REPO / "config.yaml").read_text() == render_default_config()
+    assert resolve(yaml.safe_load((REPO / "config.yaml").read_text())) == resolve({})
+
+
+def test_every_schema_key_has_a_description_and_default():
+    def walk(props, prefix=""):
+        for name, sub in props.items():
+            key = prefix + name
+            assert sub.get("description"), f"{key} has no description"
+            if "properties" in sub:
+                assert sub.get("default") == {}, f"section {key} needs default: {{}}"
+                walk(sub["properties"], key + ".")
+            else:
+                assert "default" in sub, f"{key} has no default"
+
+    walk(load_schema()["properties"])
+
+
+def test_cli_rewrites_dotted_config_keys_only():
+    args = ["--cores", "2", "--config", "plan.enabled=false", "vqa.vqa_emission_hz=2", "-n"]
+    assert translate(args) == [
+        "--cores", "2", "--config", "plan__enabled=false", "vqa__vqa_emission_hz=2", "-n",
+    ]
+
+
+def test_config_module_regenerates_config_yaml():
+    out = subprocess.run(
+        [sys.executable, "-m", "episcribe.config"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == (REPO / "config.yaml").read_text()
