@@ -35,6 +35,7 @@ rule all:
 
 onsuccess:
     stop_model_server()
+    print(f"Annotated dataset: {PLAN.destination() or PLAN.dataset.root}")
 
 
 onerror:
