@@ -1,0 +1,293 @@
+"""The model client: bounded concurrency, retries, JSON extraction and schema checks.
+
+One :class:`VlmClient` per job. ``complete_json`` sends one chat request whose answer must
+be a JSON object valid for a schema (sent as ``response_format`` json_schema, so servers
+with structured outputs constrain the decoding). Transport trouble (connection errors,
+timeouts, 429, 5xx) is retried with exponential backoff and jitter, rotating over the
+server replicas. An answer that is not valid JSON for the schema gets one re-prompt that
+names the problem; if that fails too, the call is logged as a WARNING, counted, and
+returns None: the caller skips the row and the run goes on. Only problems the user must
+fix (wrong model name, rejected API key) raise :class:`~episcribe.errors.ServerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import random
+import re
+import time
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import openai
+
+from ..errors import ServerError
+from .slots import SlotPool
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+RETRY_STATUS = {408, 409, 429}
+THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    ok: int = 0
+    retries: int = 0
+    reprompts: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class InvalidAnswer(ValueError):
+    """The model's answer is not a JSON object valid for the schema."""
+
+
+def user_message(text: str, image_urls: tuple[str, ...] | list[str] = ()) -> dict:
+    """A user turn: the text, then one ``image_url`` part per (JPEG data) URL."""
+    parts: list[dict] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    return {"role": "user", "content": parts}
+
+
+def system_message(text: str) -> dict:
+    return {"role": "system", "content": text}
+
+
+def extract_json(text: str | None) -> dict:
+    """The JSON object in a model answer; thinking blocks and ```json fences are dropped."""
+    if not text or not text.strip():
+        raise InvalidAnswer("the answer is empty")
+    text = THINK_RE.sub("", text)
+    if "</think>" in text:  # some chat templates open the block in the prompt
+        text = text.rsplit("</think>", 1)[1]
+    fenced = FENCE_RE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    text = text.strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = _first_object(text)
+    if not isinstance(value, dict):
+        raise InvalidAnswer(f"the answer is {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _first_object(text: str) -> Any:
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            return decoder.raw_decode(text, match.start())[0]
+        except json.JSONDecodeError:
+            continue
+    raise InvalidAnswer(f"the answer is not JSON: {text[:80]!r}")
+
+
+class VlmClient:
+    """Async chat client for JSON answers over one or more OpenAI-compatible servers."""
+
+    def __init__(
+        self,
+        base_urls: list[str] | tuple[str, ...] | str,
+        model: str,
+        api_key: str,
+        *,
+        concurrency: int = 16,
+        max_new_tokens: int = 512,
+        temperature: float = 0.2,
+        timeout_s: float = 120,
+        max_retries: int = 4,
+        metrics_path: str | Path | None = None,
+        slots: SlotPool | None = None,
+        backoff_s: float = BACKOFF_BASE_S,
+    ):
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise ValueError("VlmClient needs at least one base URL")
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.slots = slots
+        self.stats = CallStats()
+        self._clients = [
+            (url, openai.AsyncOpenAI(base_url=url, api_key=api_key, max_retries=0)) for url in urls
+        ]
+        self._rotation = itertools.cycle(self._clients)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._validators: dict[str, jsonschema.protocols.Validator] = {}
+
+    async def __aenter__(self) -> VlmClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for _, client in self._clients:
+            await client.close()
+
+    async def complete_json(self, kind: str, messages: list[dict], schema: dict) -> dict | None:
+        """The answer as a dict valid for ``schema``, or None (logged and counted)."""
+        validator = self._validator(schema)
+        record: dict[str, Any] = {"kind": kind, "start": time.time(), "retries": 0}
+        record.update(prompt_tokens=0, completion_tokens=0, reprompted=False)
+        self.stats.calls += 1
+        t0 = time.monotonic()
+        conversation = list(messages)
+        result, outcome, reason = None, "error", ""
+        try:
+            for attempt in range(2):
+                text, reason = await self._send(kind, conversation, schema, record)
+                if text is None:
+                    outcome = "error"  # transport failure after every retry
+                    break
+                try:
+                    value = extract_json(text)
+                    _check(validator, value)
+                    result, outcome = value, "ok"
+                    break
+                except InvalidAnswer as exc:
+                    outcome, reason = "invalid", str(exc)
+                if attempt == 0:
+                    record["reprompted"] = True
+                    self.stats.reprompts += 1
+                    conversation += [
+                        {"role": "assistant", "content": text or ""},
+                        user_message(
+                            f"Your answer could not be used: {reason}. Answer again with only "
+                            "one JSON object that matches the requested schema, and no other text."
+                        ),
+                    ]
+        finally:
+            record.update(outcome=outcome, end=time.time(), latency_s=time.monotonic() - t0)
+            self._write_metrics(record)
+        if result is None:
+            self.stats.failures += 1
+            log.warning("%s call failed (%s): %s", kind, outcome, reason)
+        else:
+            self.stats.ok += 1
+        return result
+
+    async def _send(
+        self, kind: str, messages: list[dict], schema: dict, record: dict
+    ) -> tuple[str | None, str]:
+        """One request with retries: (answer text, "") or (None, why it failed)."""
+        fmt = {
+            "type": "json_schema",
+            "json_schema": {"name": kind, "schema": schema, "strict": True},
+        }
+        reason = ""
+        for attempt in range(self.max_retries + 1):
+            url, client = next(self._rotation)
+            retry_after = None
+            try:
+                async with AsyncExitStack() as stack:
+                    await stack.enter_async_context(self._sem)
+                    if self.slots is not None:
+                        await stack.enter_async_context(self.slots.slot())
+                    async with asyncio.timeout(self.timeout_s + 1):
+                        response = await client.chat.completions.create(
+                            model=self.model,
+                            messages=messages,
+                            response_format=fmt,
+                            max_tokens=self.max_new_tokens,
+                            temperature=self.temperature,
+                            timeout=self.timeout_s,
+                        )
+                usage = response.usage
+                if usage is not None:
+                    record["prompt_tokens"] += usage.prompt_tokens or 0
+                    record["completion_tokens"] += usage.completion_tokens or 0
+                    self.stats.prompt_tokens += usage.prompt_tokens or 0
+                    self.stats.completion_tokens += usage.completion_tokens or 0
+                if not response.choices:
+                    return None, f"{url} answered without choices"
+                return response.choices[0].message.content or "", ""
+            except (openai.APIConnectionError, TimeoutError) as exc:
+                reason = f"{type(exc).__name__} from {url}"
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                if code in (401, 403):
+                    raise ServerError(
+                        f"{url} rejected the API key (HTTP {code}); check vlm.api_key"
+                    ) from None
+                if code == 404:
+                    raise ServerError(
+                        f"model {self.model!r} is not served at {url} (HTTP 404: "
+                        f"{_message(exc)}); check vlm.model_id and vlm.api_base"
+                    ) from None
+                reason = f"HTTP {code} from {url}: {_message(exc)}"
+                if code not in RETRY_STATUS and code < 500:
+                    return None, reason  # the request itself is at fault: retrying won't help
+                retry_after = _retry_after(exc)
+            if attempt < self.max_retries:
+                record["retries"] += 1
+                self.stats.retries += 1
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        return None, f"{reason} (after {self.max_retries} retries)"
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(BACKOFF_CAP_S, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+        return max(delay, min(retry_after or 0.0, BACKOFF_CAP_S))
+
+    def _validator(self, schema: dict) -> jsonschema.protocols.Validator:
+        key = json.dumps(schema, sort_keys=True)
+        validator = self._validators.get(key)
+        if validator is None:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            validator = self._validators[key] = cls(schema)
+        return validator
+
+    def _write_metrics(self, record: dict) -> None:
+        if self.metrics_path is None:
+            return
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def stats_dict(self) -> dict:
+        return dict(asdict(self.stats), tokens=self.stats.tokens)
+
+
+def _check(validator: jsonschema.protocols.Validator, value: dict) -> None:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        raise InvalidAnswer(f"at {where}: {error.message[:300]}")
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return str(exc.message)[:300]
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    try:
+        return float(exc.response.headers.get("retry-after", ""))
+    except (ValueError, AttributeError):
+        return None
