@@ -1,0 +1,589 @@
+"""Start, reuse and stop the model server: a resource of the run, outside the Snakemake DAG.
+
+Why outside the DAG (measured in ``notes/snakemake_probe.md`` §2): if the server were a
+file that annotate jobs take as input, re-creating it would make Snakemake re-run every
+consumer job ("input updated by another job"), ``temp()``/``service()`` variants make
+that worse, and ``ancient()`` silently defers real re-runs. So jobs call :func:`ensure`,
+which returns the base URLs of a healthy server (starting it at most once per run), and
+the Snakefile's ``onsuccess``/``onerror`` hooks call :func:`stop`.
+
+This module alone owns the server's lifetime. Nothing else starts or kills it:
+
+- ``ensure()`` takes ``flock`` on ``run_dir/server.lock``, registers the caller as a
+  client, and reuses ``server.json`` when its supervisor is alive (pid *and* start time,
+  against pid reuse) and every replica answers ``/health``. Otherwise it spawns a
+  supervisor in its own session (``python -m episcribe.vlm.server supervise``), so the
+  server outlives the job that happened to start it, and waits until it is up.
+- The supervisor starts ``parallel_servers`` replicas (``PR_SET_PDEATHSIG``: a killed
+  supervisor takes them along), polls ``/health``, writes ``server.json`` atomically, and
+  then stops the replicas and exits when the owner (``EPISCRIBE_OWNER_PID``, the
+  snakemake process) dies, when no live client has been registered for
+  ``idle_timeout_s``, on SIGTERM/SIGINT, or when a replica dies. After ``kill -9`` of
+  snakemake no hook runs; the owner watchdog is what stops a GPU server then.
+- ``stop()`` signals the supervisor's process group (start-time verified), waits, and
+  kills what is left after a grace period.
+
+Files in ``run_dir`` (keep it on a local filesystem: ``flock`` is unreliable on some
+network ones): ``server.lock``, ``supervisor.json`` (written at spawn, so ``stop()`` works
+during start-up), ``server.json`` (written when healthy), ``failed.json`` (why a start
+failed), ``supervisor.log``, ``replica_{i}.log``, ``clients/<pid>``.
+
+CLI, for the Snakefile hooks and shells::
+
+    python -m episcribe.vlm.server ensure --run-dir D --settings-json '{"backend": "fake"}'
+    python -m episcribe.vlm.server stop --run-dir D
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ..atomic import write_json
+from ..errors import ServerError
+
+log = logging.getLogger(__name__)
+
+OWNER_ENV = "EPISCRIBE_OWNER_PID"
+HEALTH_TIMEOUT_S = 2.0
+STOP_GRACE_S = 10.0
+WATCH_S = 0.25
+PORT_ATTEMPTS = 3
+PR_SET_PDEATHSIG = 1
+# Plain urllib, no proxies: health checks go to 127.0.0.1 or to the user's api_base.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# -- processes -----------------------------------------------------------------------
+
+
+def start_ticks(pid: int | None) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None if it is gone or a zombie."""
+    if not pid:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def alive(pid: int | None, ticks: int | None) -> bool:
+    """True if ``pid`` runs and is the same process that started at ``ticks``."""
+    return ticks is not None and start_ticks(pid) == ticks
+
+
+def _owner() -> tuple[int | None, int | None]:
+    raw = os.environ.get(OWNER_ENV, "")
+    pid = int(raw) if raw.isdigit() else None
+    ticks = start_ticks(pid)
+    return (pid, ticks) if ticks is not None else (None, None)
+
+
+# -- HTTP checks ---------------------------------------------------------------------
+
+
+def _get_ok(url: str, api_key: str | None = None) -> bool:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with _HTTP.open(request, timeout=HEALTH_TIMEOUT_S) as r:
+            return 200 <= r.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _root(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def answers(base_url: str, api_key: str | None = None) -> bool:
+    """Whether an OpenAI-compatible server answers at ``base_url`` (…/v1)."""
+    return _get_ok(_root(base_url) + "/health") or _get_ok(
+        base_url.rstrip("/") + "/models", api_key
+    )
+
+
+# -- ensure / stop -------------------------------------------------------------------
+
+
+def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
+    """Base URLs (ending in /v1) of a healthy server for ``settings`` (the vlm section)."""
+    backend, api_base = settings["backend"], settings.get("api_base") or ""
+    api_key = settings.get("api_key")
+    if backend == "openai":
+        if answers(api_base, api_key):
+            return [api_base]
+        raise ServerError(
+            f"vlm.api_base {api_base} does not answer (GET {api_base.rstrip('/')}/models): "
+            "check that the server runs and is reachable from this host, that the URL ends "
+            "in /v1, and vlm.api_key; or set vlm.backend to vllm to start one"
+        )
+    if backend not in ("vllm", "fake"):
+        raise ServerError(f"vlm.backend {backend!r} is not one of vllm, openai, fake")
+    if api_base and answers(api_base, api_key):
+        log.info("using the server that already answers at %s", api_base)
+        return [api_base]
+    _preflight(settings)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir, float(settings["startup_timeout_s"]) + 60):
+        _register_client(run_dir)
+        state = _read_json(run_dir / "server.json")
+        if state and alive(state["pid"], state["start_time"]):
+            same = (state["model_id"], state["backend"]) == (settings["model_id"], backend)
+            if same and all(answers(url) for url in state["urls"]):
+                return state["urls"]
+            owner_pid = state.get("owner_pid")
+            if not same and owner_pid != _owner()[0] and alive(owner_pid, state.get("owner_start")):
+                raise ServerError(
+                    f"{run_dir} holds a {state['backend']} server for {state['model_id']!r} "
+                    f"owned by another running workflow (pid {owner_pid}); wait for it, stop "
+                    f"it with `python -m episcribe.vlm.server stop --run-dir {run_dir}`, or "
+                    "run from another directory"
+                )
+            log.warning("replacing the server recorded in %s/server.json", run_dir)
+            stop(run_dir)
+        elif (sup := _read_json(run_dir / "supervisor.json")) and alive(
+            sup["pid"], sup["start_time"]
+        ):
+            # A start whose caller died while waiting: let it finish instead of starting again.
+            return _wait_ready(settings, run_dir, sup["pid"], sup["start_time"])
+        return _start(settings, run_dir)
+
+
+def stop(run_dir: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> bool:
+    """Stop the run's server, if any; True if a live supervisor was stopped."""
+    run_dir = Path(run_dir)
+    state = _read_json(run_dir / "server.json") or {}
+    sup = _read_json(run_dir / "supervisor.json") or state
+    pid, ticks = sup.get("pid"), sup.get("start_time")
+    was_alive = alive(pid, ticks)
+    if was_alive:
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while alive(pid, ticks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Whatever is left of the group (the supervisor, replicas, their children).
+        _signal_group(pid, signal.SIGKILL)
+        log.info("stopped the model server (supervisor pid %d)", pid)
+    for replica in state.get("replicas", []):
+        if alive(replica["pid"], replica["start_time"]):
+            os.kill(replica["pid"], signal.SIGKILL)
+    for name in ("server.json", "supervisor.json"):
+        record = _read_json(run_dir / name)
+        if record and record.get("pid") == pid:
+            (run_dir / name).unlink(missing_ok=True)
+    return was_alive
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _preflight(settings: dict) -> None:
+    """Fail fast, before any waiting, on setups that cannot work."""
+    if settings["backend"] != "vllm" or settings.get("serve_command", "auto") != "auto":
+        return
+    if shutil.which("vllm") is None:
+        raise ServerError(
+            "vlm.backend is vllm but the `vllm` command is not installed here: install it on "
+            "a GPU host (pip install 'episcribe[vllm]'), point vlm.api_base at a running "
+            "server with vlm.backend: openai, or give vlm.serve_command"
+        )
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    need = settings["parallel_servers"] * max(settings["num_gpus"], 1)
+    if visible is not None and len([d for d in visible.split(",") if d]) < need:
+        raise ServerError(
+            f"vlm.parallel_servers x vlm.num_gpus needs {need} GPUs but "
+            f"CUDA_VISIBLE_DEVICES={visible!r} lists fewer"
+        )
+
+
+@contextmanager
+def _locked(run_dir: Path, timeout_s: float) -> Iterator[None]:
+    path = run_dir / "server.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"another process has held {path} for {timeout_s:g} s while starting "
+                        f"the model server; see {run_dir / 'supervisor.log'}"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _register_client(run_dir: Path) -> None:
+    clients = run_dir / "clients"
+    clients.mkdir(exist_ok=True)
+    (clients / str(os.getpid())).write_text(str(start_ticks(os.getpid())))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _start(settings: dict, run_dir: Path) -> list[str]:
+    for name in ("server.json", "failed.json", "supervisor.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    owner_pid, owner_start = _owner()
+    public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
+    cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
+    cmd += ["--settings-json", json.dumps(public)]
+    if owner_pid:
+        cmd += ["--owner-pid", str(owner_pid), "--owner-start", str(owner_start)]
+    with open(run_dir / "supervisor.log", "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    ticks = start_ticks(proc.pid)
+    write_json(run_dir / "supervisor.json", {"pid": proc.pid, "start_time": ticks})
+    log.info("starting the %s model server for %s", settings["backend"], settings["model_id"])
+    return _wait_ready(settings, run_dir, proc.pid, ticks)
+
+
+def _wait_ready(settings: dict, run_dir: Path, pid: int, ticks: int | None) -> list[str]:
+    deadline = time.monotonic() + float(settings["startup_timeout_s"]) + 30
+    while True:
+        state = _read_json(run_dir / "server.json")
+        if state and state.get("pid") == pid:
+            return state["urls"]
+        failed = _read_json(run_dir / "failed.json")
+        if failed and failed.get("pid") == pid:
+            raise ServerError(failed["message"])
+        if not alive(pid, ticks):
+            log_path = run_dir / "supervisor.log"
+            raise ServerError(
+                f"the model server's supervisor exited before the server was up; see "
+                f"{log_path}:\n{_tail(log_path)}"
+            )
+        if time.monotonic() > deadline:
+            stop(run_dir)
+            raise ServerError(
+                f"the model server did not come up in time; see {run_dir / 'supervisor.log'}"
+            )
+        time.sleep(0.05)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+# -- the supervisor ------------------------------------------------------------------
+
+
+class StartFailed(Exception):
+    pass
+
+
+@dataclass
+class Replica:
+    index: int
+    port: int
+    cmd: list[str]
+    log: Path
+    proc: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def serve_command(settings: dict, index: int, port: int, run_dir: Path) -> list[str]:
+    """The command line of replica ``index`` listening on ``port``."""
+    command = settings.get("serve_command") or "auto"
+    if command != "auto":
+        return [arg.replace("{port}", str(port)) for arg in shlex.split(command)]
+    if settings["backend"] == "fake":
+        fake = settings.get("fake") or {}
+        return [
+            sys.executable, "-m", "episcribe.vlm.fake_server", "--host", "127.0.0.1",
+            "--port", str(port), "--model", settings["model_id"],
+            "--latency-ms", str(fake.get("latency_ms", 0)),
+            "--max-concurrency", str(fake.get("max_concurrency", 0)),
+            "--fault-rate", str(fake.get("fault_rate", 0.0)),
+            "--request-log", str(run_dir / f"fake_requests_{index}.jsonl"),
+        ]  # fmt: skip
+    cmd = ["vllm", "serve", settings["model_id"], "--host", "127.0.0.1", "--port", str(port)]
+    if settings.get("max_model_len"):
+        cmd += ["--max-model-len", str(settings["max_model_len"])]
+    if settings.get("num_gpus", 0) > 1:
+        cmd += ["--tensor-parallel-size", str(settings["num_gpus"])]
+    return cmd + list(settings.get("extra_serve_args") or [])
+
+
+def _gpus(settings: dict, index: int) -> str:
+    per = max(settings.get("num_gpus", 0), 1)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",") if visible else [str(i) for i in range(per * (index + 1))]
+    return ",".join(devices[index * per : (index + 1) * per])
+
+
+def _free_port(exclude: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in exclude:
+            return port
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the supervisor died between fork and prctl
+        os._exit(1)
+
+
+def _spawn(settings: dict, run_dir: Path, index: int, exclude: set[int]) -> Replica:
+    port = _free_port(exclude)
+    exclude.add(port)
+    cmd = serve_command(settings, index, port, run_dir)
+    env = dict(os.environ)
+    if settings["backend"] == "vllm":
+        env["CUDA_VISIBLE_DEVICES"] = _gpus(settings, index)
+    log_path = run_dir / f"replica_{index}.log"
+    parent = os.getpid()
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=lambda: _die_with_parent(parent),
+        )  # fmt: skip
+    log.info("replica %d (pid %d) on port %d: %s", index, proc.pid, port, shlex.join(cmd))
+    return Replica(index, port, cmd, log_path, proc)
+
+
+def _launch(settings: dict, run_dir: Path, replicas: list[Replica], stopping: list) -> None:
+    exclude = {urllib.parse.urlsplit(settings.get("api_base") or "").port or 0}
+    for i in range(settings["parallel_servers"]):
+        replicas.append(_spawn(settings, run_dir, i, exclude))
+    timeout = float(settings["startup_timeout_s"])
+    deadline = time.monotonic() + timeout
+    pending = {r.index for r in replicas}
+    attempts = dict.fromkeys(pending, 1)
+    while pending:
+        if stopping:
+            raise StartFailed(f"the model server was stopped during start-up ({stopping[0]})")
+        for i in sorted(pending):
+            r = replicas[i]
+            code = r.proc.poll()
+            if code is not None:
+                if _port_taken(r.port) and attempts[i] < PORT_ATTEMPTS:
+                    log.warning("replica %d lost port %d to another process; retrying", i, r.port)
+                    attempts[i] += 1
+                    replicas[i] = _spawn(settings, run_dir, i, exclude)
+                    continue
+                raise StartFailed(
+                    f"model server replica {i} exited with code {code} during start-up "
+                    f"({shlex.join(r.cmd)}). Its log is {r.log}; last lines:\n{_tail(r.log)}"
+                )
+            if answers(r.url):
+                pending.discard(i)
+        if pending and time.monotonic() > deadline:
+            r = replicas[min(pending)]
+            raise StartFailed(
+                f"model server replica {r.index} did not answer /health within {timeout:g} s "
+                f"(vlm.startup_timeout_s) ({shlex.join(r.cmd)}). Its log is {r.log}; "
+                f"last lines:\n{_tail(r.log)}"
+            )
+        if pending:
+            time.sleep(0.1)
+
+
+def _live_clients(run_dir: Path) -> int:
+    """Registered client processes still running; forget the ones that are gone."""
+    live = 0
+    for path in (run_dir / "clients").glob("*"):
+        try:
+            ticks = int(path.read_text() or -1)
+        except (OSError, ValueError):
+            ticks = None
+        if path.name.isdigit() and alive(int(path.name), ticks):
+            live += 1
+        else:
+            path.unlink(missing_ok=True)
+    return live
+
+
+def _watch(settings: dict, run_dir: Path, replicas: list[Replica], owner, stopping) -> str:
+    """Block until the server should stop; return why."""
+    idle_s = float(settings["idle_timeout_s"])
+    last_busy = time.monotonic()
+    while True:
+        if stopping:
+            return f"received {stopping[0]}"
+        if owner[0] and not alive(*owner):
+            return f"the owner process {owner[0]} exited"
+        for r in replicas:
+            if r.proc.poll() is not None:
+                return f"replica {r.index} exited with code {r.proc.returncode}; see {r.log}"
+        if _live_clients(run_dir):
+            last_busy = time.monotonic()
+        elif time.monotonic() - last_busy > idle_s:
+            return f"no client for {idle_s:g} s (vlm.idle_timeout_s)"
+        time.sleep(WATCH_S)
+
+
+def _terminate(replicas: list[Replica]) -> None:
+    procs: list[psutil.Process] = []
+    for r in replicas:
+        try:
+            top = psutil.Process(r.proc.pid)
+            procs += [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, left = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=5)
+    for r in replicas:
+        r.proc.poll()
+
+
+def supervise(settings: dict, run_dir: Path, owner: tuple[int | None, int | None]) -> int:
+    """The supervisor process: start the replicas, publish server.json, watch, clean up."""
+    stopping: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signal.Signals(signum).name))
+    log.info(
+        "supervisor %d started: %s server for %s, %d replica(s), owner %s",
+        os.getpid(), settings["backend"], settings["model_id"], settings["parallel_servers"],
+        owner[0],
+    )  # fmt: skip
+    replicas: list[Replica] = []
+    me = {"pid": os.getpid(), "start_time": start_ticks(os.getpid())}
+    try:
+        _launch(settings, run_dir, replicas, stopping)
+    except StartFailed as exc:
+        log.error("%s", exc)
+        _terminate(replicas)
+        write_json(run_dir / "failed.json", {"pid": me["pid"], "message": str(exc)})
+        return 1
+    state = dict(
+        me,
+        urls=[r.url for r in replicas],
+        replicas=[{"pid": r.proc.pid, "start_time": start_ticks(r.proc.pid)} for r in replicas],
+        owner_pid=owner[0],
+        owner_start=owner[1],
+        model_id=settings["model_id"],
+        backend=settings["backend"],
+    )
+    write_json(run_dir / "server.json", state)
+    log.info("serving at %s", ", ".join(state["urls"]))
+    try:
+        reason = _watch(settings, run_dir, replicas, owner, stopping)
+        log.info("stopping: %s", reason)
+    finally:
+        _terminate(replicas)
+        for name in ("server.json", "supervisor.json"):
+            record = _read_json(run_dir / name)
+            if record and record.get("pid") == me["pid"]:
+                (run_dir / name).unlink(missing_ok=True)
+    log.info("supervisor %d exited", me["pid"])
+    return 0
+
+
+# -- CLI -----------------------------------------------------------------------------
+
+
+def _settings(raw: str) -> dict:
+    """Settings from JSON text or @file, with the config schema's defaults filled in."""
+    from ..config import resolve
+
+    text = Path(raw[1:]).read_text(encoding="utf-8") if raw.startswith("@") else raw
+    return resolve({"vlm": json.loads(text)})["vlm"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m episcribe.vlm.server")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("ensure", "stop", "supervise"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--run-dir", required=True, type=Path)
+        if name != "stop":
+            cmd.add_argument("--settings-json", default="{}", help="vlm settings: JSON or @file")
+        if name == "supervise":
+            cmd.add_argument("--owner-pid", type=int, default=None)
+            cmd.add_argument("--owner-start", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        if args.command == "supervise":
+            settings = json.loads(args.settings_json)
+            return supervise(settings, args.run_dir, (args.owner_pid, args.owner_start))
+        if args.command == "stop":
+            stop(args.run_dir)
+            return 0
+        print("\n".join(ensure(_settings(args.settings_json), args.run_dir)))
+        return 0
+    except ServerError as exc:
+        print(f"episcribe: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
