@@ -1,0 +1,214 @@
+"""VlmClient against real fake-server processes: answers, re-prompts, retries, in-flight bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from test_fake_server import MODEL, SCHEMAS, jpeg_url, max_overlap, read_log, run_fake
+
+from episcribe.errors import ServerError
+from episcribe.vlm.client import InvalidAnswer, VlmClient, extract_json, user_message
+from episcribe.vlm.slots import SlotPool
+
+SCHEMA = SCHEMAS["something_new"]
+FAST = {"timeout_s": 1.0, "backoff_s": 0.01}
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def calls(client: VlmClient, n: int, kind: str = "something_new", schema=SCHEMA):
+    return await asyncio.gather(
+        *(client.complete_json(kind, [user_message(f"call {i}")], schema) for i in range(n))
+    )
+
+
+def test_schema_constrained_answers_are_accepted_and_metered(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    with run_fake(tmp_path) as (base, _):
+
+        async def go():
+            async with VlmClient([base], MODEL, "sk-secret", metrics_path=metrics) as client:
+                for kind in ("describe", "segment", "vqa_bbox"):
+                    text = "Frame timestamps (s): 0.000, 1.000"
+                    got = await client.complete_json(
+                        kind, [user_message(text, [jpeg_url()])], SCHEMAS[kind]
+                    )
+                    assert got is not None, kind
+                return client.stats
+
+        stats = run(go())
+    assert (stats.calls, stats.ok, stats.failures, stats.retries) == (3, 3, 0, 0)
+    assert stats.prompt_tokens > 3 * 256 and stats.completion_tokens > 0
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [m["kind"] for m in lines] == ["describe", "segment", "vqa_bbox"]
+    assert all(m["outcome"] == "ok" and m["end"] >= m["start"] for m in lines)
+    assert {"latency_s", "prompt_tokens", "completion_tokens", "retries", "reprompted"} <= set(
+        lines[0]
+    )
+    assert "sk-secret" not in metrics.read_text()
+
+
+def test_invalid_answer_gets_one_reprompt_then_none(tmp_path, caplog):
+    # Every call is a fault: non-JSON first, then schema-violating JSON.
+    args = ("--fault-rate", "1", "--fault-cycle", "nonjson,schema")
+    with run_fake(tmp_path, *args) as (base, log):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY", metrics_path=tmp_path / "m.jsonl") as c:
+                return await c.complete_json("something_new", [user_message("x")], SCHEMA), c.stats
+
+        result, stats = run(go())
+        assert result is None
+        assert (stats.calls, stats.reprompts, stats.failures, stats.ok) == (1, 1, 1, 0)
+        assert [e["fault"] for e in read_log(log)] == ["nonjson", "schema"]  # exactly 2 requests
+    assert "something_new" in caplog.text and "WARNING" in caplog.text
+    record = json.loads((tmp_path / "m.jsonl").read_text())
+    assert record["outcome"] == "invalid" and record["reprompted"] is True
+
+
+def test_reprompt_recovers_a_bad_answer(tmp_path):
+    with run_fake(tmp_path, "--fault-rate", "0.5", "--fault-cycle", "nonjson") as (base, log):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY") as c:
+                return await calls(c, 1) + await calls(c, 1), c.stats
+
+        results, stats = run(go())
+        assert all(r is not None for r in results)
+        assert (stats.ok, stats.reprompts, stats.failures) == (2, 1, 0)
+        assert [e["fault"] for e in read_log(log)] == [None, "nonjson", None]
+
+
+def test_500_429_and_timeouts_are_retried_then_succeed(tmp_path):
+    # Arrival 1 ok; 2, 3, 4 faulty (500, 429, held connection); 5 ok.
+    args = ("--fault-rate", "0.75", "--fault-cycle", "500,429,timeout")
+    with run_fake(tmp_path, *args) as (base, log):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY", max_retries=4, **FAST) as c:
+                return await calls(c, 1) + await calls(c, 1), c.stats
+
+        results, stats = run(go())
+        assert all(r is not None for r in results)
+        assert (stats.ok, stats.retries, stats.failures) == (2, 3, 0)
+        assert [e["fault"] for e in read_log(log)] == [None, "500", "429", "timeout", None]
+
+
+def test_retries_are_bounded_then_the_call_is_skipped(tmp_path):
+    with run_fake(tmp_path, "--fault-rate", "1", "--fault-cycle", "500") as (base, log):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY", max_retries=2, **FAST) as c:
+                return await calls(c, 1), c.stats
+
+        results, stats = run(go())
+        assert results == [None] and (stats.retries, stats.failures) == (2, 1)
+        assert len(read_log(log)) == 3
+
+
+def test_wrong_model_raises_server_error_naming_model_and_endpoint(tmp_path):
+    with run_fake(tmp_path) as (base, _):
+
+        async def go():
+            async with VlmClient([base], "no/such-model", "EMPTY") as c:
+                await calls(c, 1)
+
+        with pytest.raises(ServerError, match="no/such-model") as err:
+            run(go())
+        assert base in str(err.value)
+
+
+def test_in_flight_requests_never_exceed_the_concurrency(tmp_path):
+    with run_fake(tmp_path, "--latency-ms", "50") as (base, log):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY", concurrency=4) as c:
+                return await calls(c, 40)
+
+        assert all(r is not None for r in run(go()))
+        overlap = max_overlap([(e["arrival"], e["end"]) for e in read_log(log)])
+        assert 3 <= overlap <= 4
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from episcribe.vlm.client import VlmClient, user_message
+    from episcribe.vlm.slots import SlotPool
+    base, model, run_dir = sys.argv[1:4]
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    async def main():
+        async with VlmClient([base], model, "EMPTY", concurrency=8,
+                             slots=SlotPool(run_dir, 3)) as c:
+            got = await asyncio.gather(*(c.complete_json("k", [user_message(str(i))], schema)
+                                         for i in range(24)))
+        assert all(g is not None for g in got)
+    asyncio.run(main())
+    """
+)
+
+
+def test_slot_pool_bounds_in_flight_across_processes(tmp_path):
+    with run_fake(tmp_path, "--latency-ms", "40") as (base, log):
+        children = [
+            subprocess.Popen([sys.executable, "-c", CHILD, base, MODEL, str(tmp_path / "run")])
+            for _ in range(2)
+        ]
+        for child in children:
+            assert child.wait(timeout=60) == 0
+        entries = read_log(log)
+    assert len(entries) == 48
+    assert max_overlap([(e["arrival"], e["end"]) for e in entries]) == 3
+
+
+def test_slot_pool_hands_out_distinct_slots_and_reuses_released_ones(tmp_path):
+    pool = SlotPool(tmp_path, 2)
+    a, b = pool.try_acquire(), pool.try_acquire()
+    assert {a, b} == {0, 1} and pool.try_acquire() is None
+    pool.release(a)
+    assert pool.try_acquire() == a
+    pool.close()
+
+
+def test_requests_rotate_over_replicas(tmp_path):
+    with (
+        run_fake(tmp_path, name="a") as (base_a, log_a),
+        run_fake(tmp_path, name="b") as (
+            base_b,
+            log_b,
+        ),
+    ):
+
+        async def go():
+            async with VlmClient([base_a, base_b], MODEL, "EMPTY", concurrency=1) as c:
+                return await calls(c, 10)
+
+        run(go())
+        assert (len(read_log(log_a)), len(read_log(log_b))) == (5, 5)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"n": 1}',
+        '<think>maybe {"n": 0}?</think>\n{"n": 1}',
+        'reasoning...</think>{"n": 1}',
+        'Here you go:\n```json\n{"n": 1}\n```\nDone.',
+        'The answer is {"n": 1} as requested.',
+    ],
+)
+def test_extract_json_tolerates_thinking_and_fences(text):
+    assert extract_json(text) == {"n": 1}
+
+
+@pytest.mark.parametrize("text", ["", "no json here", "[1, 2]", "```json\n[1]\n```"])
+def test_extract_json_rejects_non_objects(text):
+    with pytest.raises(InvalidAnswer):
+        extract_json(text)
