@@ -541,7 +541,6 @@ def supervise(settings: dict, run_dir: Path, owner: tuple[int | None, int | None
             record = _read_json(run_dir / name)
             if record and record.get("pid") == me["pid"]:
                 (run_dir / name).unlink(missing_ok=True)
-    log.info("supervisor %d exited", me["pid"])
     return 0
 
 
@@ -574,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "supervise":
             settings = json.loads(args.settings_json)
-            return supervise(settings, args.run_dir, (args.owner_pid, args.owner_start))
+            code = supervise(settings, args.run_dir, (args.owner_pid, args.owner_start))
+            log.info("supervisor %d exited with code %d", os.getpid(), code)
+            return code
         if args.command == "stop":
             stop(args.run_dir)
             return 0

@@ -1,0 +1,205 @@
+"""The server lifecycle with real processes: start once, reuse, round-robin, every way it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_fake_server import MODEL, SCHEMAS, free_port, read_log, run_fake, wait_until
+
+from episcribe.errors import ServerError
+from episcribe.vlm import server
+from episcribe.vlm.client import VlmClient, user_message
+
+
+def settings(**overrides) -> dict:
+    base = {
+        "backend": "fake",
+        "model_id": MODEL,
+        "api_base": f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
+        "api_key": "EMPTY",
+        "serve_command": "auto",
+        "parallel_servers": 1,
+        "num_gpus": 0,
+        "max_model_len": None,
+        "extra_serve_args": [],
+        "startup_timeout_s": 20,
+        "idle_timeout_s": 600,
+        "fake": {"latency_ms": 0, "max_concurrency": 0, "fault_rate": 0.0},
+    }
+    return base | overrides
+
+
+def processes(run_dir: Path) -> list[tuple[int, int]]:
+    """(pid, start ticks) of the supervisor and its replicas, from server.json."""
+    state = json.loads((run_dir / "server.json").read_text())
+    return [(state["pid"], state["start_time"])] + [
+        (r["pid"], r["start_time"]) for r in state["replicas"]
+    ]
+
+
+def all_gone(procs) -> bool:
+    return not any(server.alive(pid, ticks) for pid, ticks in procs)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    d = tmp_path / "run"
+    try:
+        yield d
+    finally:
+        server.stop(d, grace_s=5)
+
+
+def ensure_cli(run_dir: Path, cfg: dict, env=None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "episcribe.vlm.server", "ensure", "--run-dir", str(run_dir)]
+    return subprocess.Popen(
+        cmd + ["--settings-json", json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_replicas_are_round_robined_and_stop_leaves_no_process(run_dir):
+    urls = server.ensure(settings(parallel_servers=2), run_dir)
+    assert len(urls) == 2 and all(u.startswith("http://127.0.0.1:") for u in urls)
+    assert server.ensure(settings(parallel_servers=2), run_dir) == urls  # reused
+    procs = processes(run_dir)
+
+    async def go():
+        async with VlmClient(urls, MODEL, "EMPTY", concurrency=2) as client:
+            msgs, schema = [user_message("x")], SCHEMAS["something_new"]
+            jobs = [client.complete_json("k", msgs, schema) for _ in range(10)]
+            return await asyncio.gather(*jobs)
+
+    assert all(r is not None for r in asyncio.run(go()))
+    per_replica = [len(read_log(run_dir / f"fake_requests_{i}.jsonl")) for i in range(2)]
+    assert per_replica == [5, 5]
+    assert server.stop(run_dir) is True
+    assert all_gone(procs)
+    assert not (run_dir / "server.json").exists()
+    assert server.stop(run_dir) is False  # idempotent, and cheap when nothing runs
+
+
+def test_concurrent_ensure_from_many_processes_starts_the_server_once(run_dir):
+    cfg = settings()
+    children = [ensure_cli(run_dir, cfg) for _ in range(6)]
+    outputs = [child.communicate(timeout=60) for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    assert len({out for out, _ in outputs}) == 1  # every process got the same URL
+    log = (run_dir / "supervisor.log").read_text()
+    assert log.count("started:") == 1, log
+
+
+def test_healthy_api_base_is_used_and_nothing_started(tmp_path, run_dir):
+    with run_fake(tmp_path) as (base, _):
+        for backend in ("fake", "vllm", "openai"):
+            assert server.ensure(settings(backend=backend, api_base=base), run_dir) == [base]
+    assert not (run_dir / "supervisor.json").exists()
+
+
+def test_openai_backend_with_unreachable_api_base_is_a_server_error(run_dir):
+    cfg = settings(backend="openai")
+    with pytest.raises(ServerError, match=cfg["api_base"].replace(".", r"\.")):
+        server.ensure(cfg, run_dir)
+    assert not run_dir.exists()
+
+
+def test_vllm_backend_without_vllm_installed_says_how_to_fix(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `vllm` executable anywhere
+    with pytest.raises(ServerError, match="vllm"):
+        server.ensure(settings(backend="vllm"), run_dir)
+
+
+def test_startup_timeout_points_at_the_replica_log(run_dir):
+    never_healthy = (
+        f"{sys.executable} -c \"import time; print('loading weights', flush=True); "
+        'time.sleep(300)" {port}'
+    )
+    cfg = settings(serve_command=never_healthy, startup_timeout_s=1.5)
+    with pytest.raises(ServerError) as err:
+        server.ensure(cfg, run_dir)
+    message = str(err.value)
+    assert str(run_dir / "replica_0.log") in message and "loading weights" in message
+    assert "startup_timeout_s" in message
+    assert wait_until(lambda: "exited" in (run_dir / "supervisor.log").read_text(), 10)
+    out = subprocess.run(["pgrep", "-f", "loading weights"], capture_output=True, text=True)
+    assert out.stdout.strip() == ""  # the stuck replica was killed
+
+
+def test_replica_crash_during_startup_is_reported_with_its_log(run_dir):
+    crash = f"{sys.executable} -c \"print('CUDA out of memory'); raise SystemExit(3)\""
+    with pytest.raises(ServerError, match="code 3") as err:
+        server.ensure(settings(serve_command=crash), run_dir)
+    assert "CUDA out of memory" in str(err.value)
+
+
+def test_supervisor_stops_when_the_owner_dies(run_dir, monkeypatch):
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        monkeypatch.setenv(server.OWNER_ENV, str(owner.pid))
+        server.ensure(settings(), run_dir)
+        procs = processes(run_dir)
+        assert json.loads((run_dir / "server.json").read_text())["owner_pid"] == owner.pid
+        owner.send_signal(signal.SIGKILL)  # like kill -9 of snakemake: no hook runs
+        owner.wait(timeout=5)
+        assert wait_until(lambda: all_gone(procs), 10)
+        assert not (run_dir / "server.json").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_supervisor_stops_after_the_idle_timeout(run_dir):
+    child = ensure_cli(run_dir, settings(idle_timeout_s=1))  # the only client, gone at once
+    assert child.wait(timeout=30) == 0, child.stderr.read()
+    child.stdout.close()
+    child.stderr.close()
+    procs = processes(run_dir)
+    assert wait_until(lambda: all_gone(procs), 10)
+    assert "idle_timeout_s" in (run_dir / "supervisor.log").read_text()
+
+
+def test_killed_supervisor_takes_its_replicas_along(run_dir):
+    server.ensure(settings(parallel_servers=2), run_dir)
+    (sup, _), *replicas = processes(run_dir)
+    os.kill(sup, signal.SIGKILL)
+    assert wait_until(lambda: all_gone(replicas), 5)
+    assert server.ensure(settings(), run_dir)  # a dead record is replaced by a new server
+
+
+def test_a_server_of_another_live_workflow_with_another_model_is_refused(run_dir, monkeypatch):
+    other_owner = subprocess.Popen(["sleep", "60"])
+    try:
+        monkeypatch.setenv(server.OWNER_ENV, str(other_owner.pid))
+        server.ensure(settings(), run_dir)
+        monkeypatch.setenv(server.OWNER_ENV, str(os.getpid()))
+        with pytest.raises(ServerError, match="another running workflow"):
+            server.ensure(settings(model_id="other/model"), run_dir)
+        # Same model: the server is shared, not restarted.
+        assert (
+            server.ensure(settings(), run_dir)
+            == json.loads((run_dir / "server.json").read_text())["urls"]
+        )
+    finally:
+        other_owner.kill()
+        other_owner.wait()
+
+
+def test_cli_ensure_then_stop(run_dir):
+    child = ensure_cli(run_dir, settings())
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    procs = processes(run_dir)
+    assert out.strip() == json.loads((run_dir / "server.json").read_text())["urls"][0]
+    cmd = [sys.executable, "-m", "episcribe.vlm.server", "stop", "--run-dir", str(run_dir)]
+    subprocess.run(cmd, check=True, timeout=30)
+    assert all_gone(procs)
