@@ -20,7 +20,7 @@ import random
 import re
 import time
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -265,9 +265,6 @@ class VlmClient:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
-
-    def stats_dict(self) -> dict:
-        return dict(asdict(self.stats), tokens=self.stats.tokens)
 
 
 def _check(validator: jsonschema.protocols.Validator, value: dict) -> None:
