@@ -1,0 +1,411 @@
+"""Check staged annotations before anything is written to the dataset.
+
+Every problem is a ``Problem(severity, episode, module, timestamp, message)``, so the
+report can be filtered and read per episode. Checks (SPEC §6):
+
+Errors (the write is refused unless ``skip_validation``):
+- a staging file is missing for an enabled module, or cannot be read;
+- a row is malformed: missing or non-string ``role``, non-numeric ``timestamp``,
+  ``content``/``style``/``camera`` not a string or null, ``tool_calls`` not a list of
+  objects or null (all of which the writer's Arrow cast would reject);
+- a row's style is unknown, or not one its module may emit (wrong column for the module);
+- the camera rule: ``vqa``/``trace`` rows need a camera the dataset has, every other
+  style has ``camera = null``;
+- a row with neither content nor tool calls; a ``style = null`` row without tool calls;
+- an event row whose timestamp is not exactly (as float32) one of the episode's frames;
+- an interjection without a speech atom at the same timestamp;
+- an interjection without a ``plan`` row at the same timestamp (from plan or plan_update);
+- a VQA assistant row whose content is not JSON in one of the five answer shapes;
+- more than one VQA row for the same (timestamp, camera, role).
+
+Warnings (reported, never blocking):
+- persistent rows but no ``plan`` row in the episode;
+- a ``memory`` row that is not at a subtask start;
+- VQA pixel coordinates outside the camera's image (when the video size is known).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+from .atomic import write_json, write_text
+from .errors import UserError
+from .language import (
+    CAMERA_STYLES,
+    EVENT_STYLES,
+    MODULE_STYLES,
+    PERSISTENT_STYLES,
+    column_for_style,
+    is_speech_atom,
+)
+from .staging import MODULES, read_rows, staging_file
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # "error" | "warning"
+    episode: int | None
+    module: str | None
+    timestamp: float | None
+    message: str
+
+    def sort_key(self) -> tuple:
+        return (
+            -1 if self.episode is None else self.episode,
+            self.module or "",
+            float("-inf") if self.timestamp is None else self.timestamp,
+            self.severity,
+            self.message,
+        )
+
+    def to_text(self) -> str:
+        parts = []
+        if self.episode is not None:
+            parts.append(f"episode {self.episode}")
+        if self.module:
+            parts.append(self.module)
+        if self.timestamp is not None:
+            parts.append(f"t={self.timestamp:.3f}")
+        parts.append(f"{self.severity}: {self.message}")
+        return " · ".join(parts)
+
+
+# --- VQA answer shapes (SPEC §4), one JSON Schema each --------------------------------
+
+_STR = {"type": "string", "minLength": 1}
+
+
+def _obj(properties: dict, required: Sequence[str] | None = None) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required or properties),
+        "additionalProperties": False,
+    }
+
+
+VQA_SHAPES: dict[str, dict] = {
+    "bbox": _obj(
+        {
+            "detections": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "label": _STR,
+                        "bbox_format": {"const": "xyxy"},
+                        "bbox": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "minItems": 4,
+                            "maxItems": 4,
+                        },
+                    }
+                ),
+            }
+        }
+    ),
+    "keypoint": _obj(
+        {
+            "label": _STR,
+            "point_format": {"const": "xy"},
+            "point": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        }
+    ),
+    "count": _obj({"label": _STR, "count": {"type": "integer", "minimum": 0}}),
+    "attribute": _obj({"label": _STR, "attribute": _STR, "value": _STR}),
+    "spatial": _obj({"subject": _STR, "relation": _STR, "object": _STR}),
+}
+# The key that tells the shapes apart, used to explain which shape an answer missed.
+_SHAPE_MARKERS = {
+    "detections": "bbox",
+    "point": "keypoint",
+    "count": "count",
+    "attribute": "attribute",
+    "subject": "spatial",
+}
+_VALIDATORS = {name: jsonschema.Draft202012Validator(s) for name, s in VQA_SHAPES.items()}
+
+
+def vqa_answer_problem(content: Any) -> str | None:
+    """None when ``content`` is JSON text in one of the five shapes, else why not."""
+    if not isinstance(content, str):
+        return "VQA answer content must be JSON text, got " + type(content).__name__
+    try:
+        answer = json.loads(content)
+    except json.JSONDecodeError as exc:
+        return f"VQA answer content is not JSON ({exc.msg}): {content[:80]!r}"
+    if any(v.is_valid(answer) for v in _VALIDATORS.values()):
+        return None
+    shapes = ", ".join(VQA_SHAPES)
+    if isinstance(answer, dict):
+        for key, shape in _SHAPE_MARKERS.items():
+            if key in answer:
+                err = jsonschema.exceptions.best_match(_VALIDATORS[shape].iter_errors(answer))
+                where = "/".join(str(p) for p in err.absolute_path) or "answer"
+                return f"VQA answer looks like a {shape} answer but {where}: {err.message}"
+    return f"VQA answer is JSON but not one of the shapes {shapes}: {content[:80]!r}"
+
+
+def _points(answer: Any) -> list[tuple[float, float]]:
+    if not isinstance(answer, dict):
+        return []
+    if "detections" in answer:
+        return [(d["bbox"][i], d["bbox"][i + 1]) for d in answer["detections"] for i in (0, 2)]
+    if "point" in answer:
+        return [tuple(answer["point"])]
+    return []
+
+
+# --- per-episode checks ----------------------------------------------------------------
+
+
+def _f32(ts: float) -> float:
+    return float(np.float32(ts))
+
+
+def _row_shape_problems(row: Any) -> list[str]:
+    if not isinstance(row, Mapping):
+        return [f"row is not a JSON object: {row!r:.80}"]
+    out = []
+    if not isinstance(row.get("role"), str) or not row.get("role"):
+        out.append(f"role must be a non-empty string, got {row.get('role')!r}")
+    ts = row.get("timestamp")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not np.isfinite(ts):
+        out.append(f"timestamp must be a finite number, got {ts!r}")
+    for key in ("content", "style", "camera"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            out.append(f"{key} must be a string or null, got {type(row[key]).__name__}")
+    calls = row.get("tool_calls")
+    if calls is not None and (
+        not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls)
+    ):
+        out.append("tool_calls must be a list of objects or null")
+    return out
+
+
+def validate_episode(
+    episode: Any, cameras: Iterable[str], rows_by_module: Mapping[str, Sequence[Mapping]]
+) -> list[Problem]:
+    """All problems of one episode's staged rows (``rows_by_module``: module -> rows)."""
+    index = int(episode.index)
+    cameras = set(cameras)
+    frames = {_f32(t) for t in np.asarray(episode.timestamps, dtype=np.float32).tolist()}
+    sizes = {}
+    for cam, seg in (getattr(getattr(episode, "info", None), "videos", None) or {}).items():
+        sizes[cam] = (seg.width, seg.height)
+    problems: list[Problem] = []
+
+    def add(severity: str, module: str | None, ts: float | None, message: str) -> None:
+        problems.append(Problem(severity, index, module, ts, message))
+
+    good: list[tuple[str, dict]] = []  # rows that passed the structural checks
+    for module, rows in rows_by_module.items():
+        allowed = MODULE_STYLES.get(module)
+        if allowed is None:
+            add(ERROR, module, None, f"unknown module {module!r}")
+            continue
+        for row in rows:
+            shape = _row_shape_problems(row)
+            ts = row.get("timestamp") if isinstance(row, Mapping) else None
+            ts = _f32(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+            if shape:
+                for msg in shape:
+                    add(ERROR, module, ts, msg)
+                continue
+            style = row.get("style")
+            try:
+                column_for_style(style)
+            except ValueError:
+                add(ERROR, module, ts, f"unknown style {style!r}")
+                continue
+            if style not in allowed:
+                shown = sorted("null" if s is None else s for s in allowed)
+                add(
+                    ERROR,
+                    module,
+                    ts,
+                    f"style {style!r} may not come from module {module!r} (allowed: {shown})",
+                )
+                continue
+            cam = row.get("camera")
+            if style in CAMERA_STYLES:
+                if not cam:
+                    add(ERROR, module, ts, f"{style} row needs a camera")
+                elif cam not in cameras:
+                    add(
+                        ERROR,
+                        module,
+                        ts,
+                        f"camera {cam!r} is not a camera of the dataset ({sorted(cameras)})",
+                    )
+            elif cam is not None:
+                shown = "null" if style is None else repr(style)
+                add(ERROR, module, ts, f"camera must be null for style {shown}, got {cam!r}")
+            if row.get("content") is None and not row.get("tool_calls"):
+                add(ERROR, module, ts, "row has neither content nor tool_calls")
+            elif style is None and not row.get("tool_calls"):
+                add(ERROR, module, ts, "a row with style null must carry tool_calls")
+            if style in EVENT_STYLES and ts not in frames:
+                add(
+                    ERROR,
+                    module,
+                    ts,
+                    f"event timestamp {row['timestamp']!r} is not one of the episode's "
+                    "frame timestamps",
+                )
+            good.append((module, {**row, "timestamp": ts}))
+
+    speech_ts = {r["timestamp"] for _, r in good if is_speech_atom(r)}
+    plan_ts = {r["timestamp"] for _, r in good if r["style"] == "plan"}
+    subtask_ts = {r["timestamp"] for _, r in good if r["style"] == "subtask"}
+    vqa_seen: Counter = Counter()
+    for module, row in good:
+        ts, style = row["timestamp"], row["style"]
+        if style == "interjection":
+            if ts not in speech_ts:
+                add(ERROR, module, ts, "interjection without a speech atom at the same timestamp")
+            if ts not in plan_ts:
+                add(ERROR, module, ts, "interjection without a plan row at the same timestamp")
+        elif style == "vqa":
+            vqa_seen[(ts, row["camera"], row["role"])] += 1
+            if row["role"] == "assistant":
+                problem = vqa_answer_problem(row["content"])
+                if problem:
+                    add(ERROR, module, ts, problem)
+                elif row["camera"] in sizes:
+                    w, h = sizes[row["camera"]]
+                    pts = _points(json.loads(row["content"]))
+                    if any(not (0 <= x <= w and 0 <= y <= h) for x, y in pts):
+                        add(
+                            WARNING,
+                            module,
+                            ts,
+                            f"VQA coordinates outside the {w}x{h} image of {row['camera']}",
+                        )
+        elif style == "memory" and ts not in subtask_ts:
+            add(WARNING, module, ts, "memory row is not at a subtask start")
+    for (ts, cam, role), n in sorted(vqa_seen.items(), key=lambda kv: repr(kv[0])):
+        if n > 1:
+            add(ERROR, "vqa", ts, f"{n} VQA rows for camera {cam!r}, role {role!r} (at most 1)")
+
+    if any(r["style"] in PERSISTENT_STYLES for _, r in good) and not plan_ts:
+        add(WARNING, None, None, "persistent rows but no plan row in this episode")
+    return sorted(problems, key=Problem.sort_key)
+
+
+# --- the report ------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # rows per style ("null" = speech)
+    episodes: list[int] = field(default_factory=list)  # episodes checked
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "episodes_checked": len(self.episodes),
+            "episodes": list(self.episodes),
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "rows_per_style": dict(sorted(self.counts.items())),
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+    def summary(self) -> str:
+        rows = sum(self.counts.values())
+        return (
+            f"{'OK' if self.ok else 'FAILED'}: {len(self.episodes)} episodes, {rows} rows, "
+            f"{len(self.errors)} errors, {len(self.warnings)} warnings"
+        )
+
+    def to_text(self) -> str:
+        lines = [self.summary()]
+        if self.counts:
+            lines.append(
+                "rows per style: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+            )
+        lines += [p.to_text() for p in self.problems]
+        return "\n".join(lines) + "\n"
+
+    def write(self, json_path: str | os.PathLike, txt_path: str | os.PathLike) -> None:
+        write_json(json_path, self.to_json())
+        write_text(txt_path, self.to_text())
+
+
+def load_staging(
+    staging_dir: str | os.PathLike, episode: int, modules: Iterable[str]
+) -> tuple[dict[str, list[dict]], list[Problem]]:
+    """Rows per module of one episode, and a problem per missing or unreadable file."""
+    rows_by_module: dict[str, list[dict]] = {}
+    problems: list[Problem] = []
+    for module in modules:
+        path = staging_file(staging_dir, episode, module)
+        if not Path(path).is_file():
+            problems.append(
+                Problem(
+                    ERROR,
+                    episode,
+                    module,
+                    None,
+                    f"staging file {path} is missing for enabled module {module!r}; "
+                    "run that module for this episode (or disable the module)",
+                )
+            )
+            continue
+        try:
+            rows_by_module[module] = read_rows(path)
+        except UserError as exc:
+            problems.append(Problem(ERROR, episode, module, None, str(exc)))
+    return rows_by_module, problems
+
+
+def validate_staging(
+    dataset: Any, staging_dir: str | os.PathLike, episodes: Iterable[int], modules: Iterable[str]
+) -> Report:
+    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset``."""
+    modules = list(modules)
+    unknown = [m for m in modules if m not in MODULES]
+    if unknown:
+        raise UserError(f"unknown module(s) {unknown}; expected some of {', '.join(MODULES)}")
+    report = Report()
+    counts: Counter = Counter()
+    for index in episodes:
+        index = int(index)
+        episode = dataset.load_episode(index)
+        rows_by_module, problems = load_staging(staging_dir, index, modules)
+        report.problems += problems
+        report.problems += validate_episode(episode, dataset.cameras, rows_by_module)
+        for rows in rows_by_module.values():
+            for row in rows:
+                style = row.get("style") if isinstance(row, Mapping) else None
+                counts["null" if style is None else str(style)] += 1
+        report.episodes.append(index)
+    report.counts = dict(counts)
+    report.problems.sort(key=Problem.sort_key)
+    return report
