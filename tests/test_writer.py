@@ -15,7 +15,7 @@ from test_validation import full_staging, stage
 
 from episcribe import language as L
 from episcribe.dataset import LeRobotDataset
-from episcribe.errors import UserError
+from episcribe.errors import DatasetError, UserError
 from episcribe.staging import MODULES, read_rows, staging_file, write_rows
 from episcribe.validation import validate_staging
 from episcribe.writer import MARKER, write_annotated
@@ -193,6 +193,8 @@ def test_in_place_drops_legacy_columns_keeps_user_tools(g1_copy, tmp_path):
     t = pq.read_table(shard)
     t = t.append_column("subtask_index", pa.array(np.zeros(t.num_rows, dtype=np.int64)))
     t = t.append_column("tools", pa.array(["[]"] * t.num_rows))
+    hf = {"info": {"features": {"subtask_index": {"dtype": "int64", "_type": "Value"}}}}
+    t = t.replace_schema_metadata({"huggingface": json.dumps(hf)})
     pq.write_table(t, shard)
     info_path = g1_copy / "meta" / "info.json"
     info = json.loads(info_path.read_text())
@@ -204,6 +206,8 @@ def test_in_place_drops_legacy_columns_keeps_user_tools(g1_copy, tmp_path):
     assert manifest["in_place"] and manifest["destination"] == str(g1_copy.resolve())
     out = pq.read_table(shard)
     assert "subtask_index" not in out.column_names and "tools" not in out.column_names
+    features = json.loads(out.schema.metadata[b"huggingface"])["info"]["features"]
+    assert set(features) == set(L.LANGUAGE_COLUMNS)  # HF features follow the columns
     assert out.select(t.column_names[:-2]).equals(t.select(t.column_names[:-2]))
     # episode 1 shares the shard but was not annotated: empty lists on its frames
     ep1 = out.filter(pa.compute.equal(out.column("episode_index"), 1))
@@ -261,3 +265,19 @@ def test_unsafe_destinations_are_refused(g1_copy, tmp_path, where):
         assert os.listdir(dest) == ["notes.txt"]
     else:
         assert not (g1_copy / "annotated").exists()
+
+
+def test_failure_mid_write_leaves_no_partial_file(g1_copy, tmp_path):
+    ds = LeRobotDataset.open(g1_copy)
+    stage_all(ds, tmp_path / "staging", [0, 2])
+    bad = g1_copy / "data" / "chunk-000" / "file-001.parquet"
+    bad.write_bytes(bad.read_bytes()[:1000])  # the second shard cannot be read
+    before = hashes(g1_copy)
+    with pytest.raises(DatasetError, match="file-001.parquet"):
+        write_annotated(ds, tmp_path / "staging", [0, 2], MODULES, tmp_path / "out")
+    assert hashes(g1_copy) == before
+    out = tmp_path / "out"
+    assert not (out / "data" / "chunk-000" / "file-001.parquet").exists()
+    assert not [p for p in out.rglob(".*") if p.name != MARKER]  # no temporary files
+    assert not (out / "meta" / "info.json").exists()  # written last, never half a dataset
+    pq.read_table(out / "data" / "chunk-000" / "file-000.parquet")  # complete, readable

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, write_json
-from .errors import UserError
+from .errors import DatasetError, UserError
 from .language import (
     EVENTS,
     LANGUAGE_COLUMNS,
@@ -179,13 +179,15 @@ def _episode_runs(episode_index: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _rewrite_shard(src: Path, dst: Path, prepared: dict[int, _EpisodeRows], stats: dict) -> None:
-    pf = pq.ParquetFile(src)
-    codec = "snappy"
-    if pf.metadata.num_row_groups and pf.metadata.num_columns:
-        codec = pf.metadata.row_group(0).column(0).compression.lower()
-        codec = "none" if codec == "uncompressed" else codec
-    table = pf.read()
-    pf.close()
+    try:
+        with pq.ParquetFile(src) as pf:
+            codec = "snappy"
+            if pf.metadata.num_row_groups and pf.metadata.num_columns:
+                codec = pf.metadata.row_group(0).column(0).compression.lower()
+                codec = "none" if codec == "uncompressed" else codec
+            table = pf.read()
+    except (OSError, pa.ArrowException) as exc:
+        raise DatasetError(f"cannot read data shard {src}: {exc}") from None
     for name in ("episode_index", "timestamp"):
         if name not in table.column_names:
             raise UserError(f"data shard {src} has no {name!r} column")
