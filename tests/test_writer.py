@@ -281,3 +281,22 @@ def test_failure_mid_write_leaves_no_partial_file(g1_copy, tmp_path):
     assert not [p for p in out.rglob(".*") if p.name != MARKER]  # no temporary files
     assert not (out / "meta" / "info.json").exists()  # written last, never half a dataset
     pq.read_table(out / "data" / "chunk-000" / "file-000.parquet")  # complete, readable
+
+
+def test_synthetic_two_camera_dataset_round_trip(synth_small, tmp_path):
+    """Many episodes per shard and two cameras: VQA rows per camera, a row group each."""
+    ds = LeRobotDataset.open(synth_small)
+    before = hashes(synth_small)
+    stage_all(ds, tmp_path / "staging", ds.episode_indices())
+    write_annotated(ds, tmp_path / "staging", ds.episode_indices(), MODULES, tmp_path / "out")
+    assert hashes(synth_small) == before
+    total = 0
+    for src in _shards(synth_small):
+        pf = pq.ParquetFile(tmp_path / "out" / src.relative_to(synth_small))
+        episodes = pf.read(columns=["episode_index"]).column(0).to_numpy()
+        assert pf.num_row_groups == len(np.unique(episodes))
+        table = pf.read()
+        cams = {e["camera"] for frame in table.column(L.EVENTS).to_pylist() for e in frame}
+        assert set(ds.cameras) <= cams
+        total += table.num_rows
+    assert total == sum(ds.load_episode(i).timestamps.size for i in ds.episode_indices())
