@@ -27,6 +27,7 @@ Warnings (reported, never blocking):
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +49,8 @@ from .language import (
     is_speech_atom,
 )
 from .staging import MODULES, read_rows, staging_file
+
+log = logging.getLogger(__name__)
 
 ERROR = "error"
 WARNING = "warning"
@@ -409,3 +412,24 @@ def validate_staging(
     report.counts = dict(counts)
     report.problems.sort(key=Problem.sort_key)
     return report
+
+
+def check_report(json_path: str | os.PathLike, *, skip_validation: bool) -> None:
+    """Refuse to go on to writing when the saved report has errors (unless skipped)."""
+    report = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    if report["ok"]:
+        return
+    errors = [p for p in report["problems"] if p["severity"] == ERROR]
+    listed = "; ".join(Problem(**p).to_text() for p in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    text_report = Path(json_path).with_suffix(".txt")
+    if skip_validation:
+        log.warning(
+            "writing despite %d validation errors (skip_validation): %s", len(errors), listed
+        )
+        return
+    raise UserError(
+        f"validation found {len(errors)} errors, so nothing was written: {listed}{more}. "
+        f"The full report is {text_report}; fix the staging (or the prompts) and re-run, "
+        "or set skip_validation=true to write anyway"
+    )
