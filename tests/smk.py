@@ -21,8 +21,16 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "prompts", "schemas",
-                  "profiles", "report")
+WORKFLOW_FILES = (
+    "Snakefile",
+    "config.yaml",
+    "rules",
+    "scripts",
+    "prompts",
+    "schemas",
+    "profiles",
+    "report",
+)
 RULE_LINE = re.compile(r"^(?:local)?rule (\S+):$", re.MULTILINE)
 
 

@@ -89,7 +89,12 @@ def test_every_schema_key_has_a_description_and_default():
 def test_cli_rewrites_dotted_config_keys_only():
     args = ["--cores", "2", "--config", "plan.enabled=false", "vqa.vqa_emission_hz=2", "-n"]
     assert translate(args) == [
-        "--cores", "2", "--config", "plan__enabled=false", "vqa__vqa_emission_hz=2", "-n",
+        "--cores",
+        "2",
+        "--config",
+        "plan__enabled=false",
+        "vqa__vqa_emission_hz=2",
+        "-n",
     ]
 
 

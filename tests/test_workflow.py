@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from smk import Workspace, terminate
 
 from episcribe.language import EVENT_COLUMN, PERSISTENT_COLUMN
-from smk import Workspace, terminate
 
 DATASET_OPTS = dict(episodes=3, seconds=3.0, fps=10, episodes_per_file=2)
 
@@ -142,9 +142,13 @@ def test_only_episodes_annotates_just_those(dataset, tmp_path):
 def test_a_disabled_module_is_skipped_and_the_rest_validate_and_write(
     dataset, tmp_path, disabled, expected
 ):
-    ws = Workspace(tmp_path, dataset, **{f"{disabled}__enabled": False, "dataset__only_episodes": [0]})
+    ws = Workspace(
+        tmp_path, dataset, **{f"{disabled}__enabled": False, "dataset__only_episodes": [0]}
+    )
     run = ws.run()
-    assert {m.removeprefix("annotate_") for m in run.modules_run() if m.startswith("annotate_")} == expected
+    assert {
+        m.removeprefix("annotate_") for m in run.modules_run() if m.startswith("annotate_")
+    } == expected
     assert {"validate_staging", "write_dataset"} <= run.modules_run()
     report = json.loads((ws.root / "results/synth/validation/report.json").read_text())
     assert report["errors"] == 0
@@ -154,14 +158,19 @@ def test_switching_dataset_root_never_mixes_two_datasets(tmp_path):
     from episcribe.synth import make_dataset
 
     first = make_dataset(tmp_path / "a" / "robot", seed=1, **DATASET_OPTS)
-    second = make_dataset(tmp_path / "b" / "robot", seed=2, tasks=["Stack the cups."] * 3,
-                          **DATASET_OPTS)
+    second = make_dataset(
+        tmp_path / "b" / "robot", seed=2, tasks=["Stack the cups."] * 3, **DATASET_OPTS
+    )
     ws = Workspace(tmp_path / "ws", first)
     ws.run()
     run = ws.run(dataset__root=str(second))
     assert "annotate_plan__episode_000000" in run.rules, "a new root must re-annotate"
-    rows = [json.loads(line) for line in
-            (ws.root / "results/robot/staging/episode_000000/plan.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (ws.root / "results/robot/staging/episode_000000/plan.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     task_rows = [r["content"] for r in rows if r["style"] == "task_aug"]
     assert "Stack the cups." in task_rows
 

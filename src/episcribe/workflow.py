@@ -70,9 +70,7 @@ def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> l
             per_job = 1
         else:
             per_job = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
-    return [
-        Shard(tuple(episodes[i : i + per_job])) for i in range(0, len(episodes), per_job)
-    ]
+    return [Shard(tuple(episodes[i : i + per_job])) for i in range(0, len(episodes), per_job)]
 
 
 class WorkflowPlan:
