@@ -82,6 +82,9 @@ def model_identity(vlm: dict, camera_key: str) -> dict:
 
 def run_job(spec: JobSpec) -> JobSummary:
     started = time.monotonic()
+    if spec.metrics_path is not None:
+        # The metrics describe this job's calls only (a re-run must not double count).
+        spec.metrics_path.unlink(missing_ok=True)
     dataset = LeRobotDataset.open(spec.dataset_root)
     prompts = PromptSet(spec.prompts_dir)
     cache = EpisodeCache(spec.cache_dir, spec.module, _job_identity(spec))
