@@ -187,9 +187,13 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
                     time.monotonic() - t0,
                 )
 
-        await asyncio.gather(*(one(*item) for item in pending))
+        # Let every episode finish (and be cached) before reporting the first failure.
+        outcomes = await asyncio.gather(*(one(*item) for item in pending), return_exceptions=True)
         summary.calls = client.stats.calls
         summary.failures = client.stats.failures
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 __all__ = ["JobSpec", "JobSummary", "model_identity", "run_job", "DEPENDS_ON"]
