@@ -18,7 +18,6 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +123,7 @@ class LeRobotDataset:
         self._row_of = {int(e): int(r) for e, r in zip(self._indices, order, strict=True)}
         self._sizes = {cam: _camera_size(cam, info["features"][cam]) for cam in self.cameras}
         self._info_cache: dict[int, EpisodeInfo] = {}
+        self._size_cache: dict[Path, int] = {}
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -331,10 +331,6 @@ class LeRobotDataset:
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
-
-    @cached_property
-    def _size_cache(self) -> dict[Path, int]:
-        return {}
 
     def _size(self, path: Path) -> int:
         if path not in self._size_cache:

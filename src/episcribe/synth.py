@@ -225,11 +225,15 @@ class _Scene:
             )
             cx, cy = pos[0] * self.w, pos[1] * self.h
             r = self.radius[k]
+            # Only the shape's bounding box is touched: rendering stays cheap at any size.
+            x0, x1 = max(0, int(cx - r)), min(self.w, int(cx + r) + 2)
+            y0, y1 = max(0, int(cy - r)), min(self.h, int(cy + r) + 2)
+            xx, yy = self.xx[y0:y1, x0:x1], self.yy[y0:y1, x0:x1]
             if k == 1:  # a square
-                mask = (np.abs(self.xx - cx) < r) & (np.abs(self.yy - cy) < r)
+                mask = (np.abs(xx - cx) < r) & (np.abs(yy - cy) < r)
             else:  # discs
-                mask = (self.xx - cx) ** 2 + (self.yy - cy) ** 2 < r * r
-            img[mask] = self.colors[k]
+                mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+            img[y0:y1, x0:x1][mask] = self.colors[k]
         _draw_code(img, ep, frame)
         return img
 
