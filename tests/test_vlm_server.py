@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,145 @@ def test_cli_ensure_then_stop(run_dir):
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "stop", "--run-dir", str(run_dir)]
     subprocess.run(cmd, check=True, timeout=30)
     assert all_gone(procs)
+
+
+# -- cross-node mode (vlm.server_launcher: slurm) without SLURM --------------------------
+# The slurm-marked tests in test_slurm.py run the same code against a real SLURM; these
+# stand in fake sbatch/squeue/scancel commands (a job = a local background process).
+
+FAKE_SLURM = r"""#!{python}
+import os, signal, subprocess, sys
+from pathlib import Path
+jobs = Path(os.environ["FAKE_SLURM_DIR"])
+jobs.mkdir(exist_ok=True)
+name, args = Path(sys.argv[0]).name, sys.argv[1:]
+(jobs / "calls.log").open("a").write(name + " " + " ".join(args) + "\n")
+
+def state(job):
+    try:
+        pid = int((jobs / job).read_text())
+    except (OSError, ValueError):
+        return ""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return "" if stat == "Z" else "RUNNING"
+    except OSError:
+        return ""
+
+if name == "sbatch":
+    out = next(a.split("=", 1)[1] for a in args if a.startswith("--output="))
+    wrap = args[args.index("--wrap") + 1]
+    job = str(len(list(jobs.glob("[0-9]*"))) + 100)
+    env = dict(os.environ, SLURM_JOB_ID=job)
+    proc = subprocess.Popen(["bash", "-c", wrap], stdout=open(out, "ab"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (jobs / job).write_text(str(proc.pid))
+    print(job)
+elif name == "squeue":
+    print(state(args[args.index("-j") + 1]))
+elif name == "scancel":
+    if state(args[0]):
+        os.killpg(int((jobs / args[0]).read_text()), signal.SIGTERM)
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sbatch", "squeue", "scancel"):
+        path = bin_dir / name
+        path.write_text(FAKE_SLURM.format(python=sys.executable))
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv(server.HEARTBEAT_ENV, "0.2")
+    monkeypatch.setenv(server.STALE_ENV, "2")
+    return tmp_path / "jobs"
+
+
+def owner_process(run_dir: Path) -> subprocess.Popen:
+    """Stands in for the main snakemake process: keeps the owner heartbeat going."""
+    code = "import sys,time; from episcribe.vlm import server; "
+    code += "server.start_owner_heartbeat(sys.argv[1]); time.sleep(120)"
+    return subprocess.Popen([sys.executable, "-c", code, str(run_dir)])
+
+
+def test_slurm_launcher_submits_once_publishes_hostname_and_stop_cancels(
+    run_dir, fake_slurm, monkeypatch
+):
+    import socket
+
+    owner = owner_process(run_dir)
+    try:
+        monkeypatch.setenv(server.OWNER_ENV, str(owner.pid))
+        cfg = settings(server_launcher="slurm", slurm_server_args=["--partition=gpu"])
+        urls = server.ensure(cfg, run_dir)
+        assert urls[0].startswith(f"http://{socket.gethostname()}:")
+        children = [ensure_cli(run_dir, cfg) for _ in range(3)]  # other jobs reuse it
+        outputs = [child.communicate(timeout=60) for child in children]
+        assert [out.strip() for out, _ in outputs] == urls * 3, outputs
+        calls = (fake_slurm / "calls.log").read_text().splitlines()
+        submits = [c for c in calls if c.startswith("sbatch")]
+        assert len(submits) == 1 and "--partition=gpu" in submits[0], calls
+        state = json.loads((run_dir / "server.json").read_text())
+        assert state["slurm_job"] == "100" and state["owner_pid"] == owner.pid
+        assert list((run_dir / "clients").iterdir())  # heartbeat registrations
+        procs = processes(run_dir)
+        assert server.stop(run_dir) is True
+        assert any(c.startswith("scancel 100") for c in (fake_slurm / "calls.log").open())
+        assert wait_until(lambda: all_gone(procs), 10)
+        assert not (run_dir / "server.json").exists()
+        assert server.stop(run_dir) is False
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_slurm_server_exits_when_the_owner_heartbeat_stops(run_dir, fake_slurm, monkeypatch):
+    owner = owner_process(run_dir)
+    try:
+        monkeypatch.setenv(server.OWNER_ENV, str(owner.pid))
+        server.ensure(settings(server_launcher="slurm"), run_dir)
+        procs = processes(run_dir)
+        time.sleep(3)  # longer than the stale bound: the beating owner keeps it up
+        assert not all_gone(procs)
+        owner.send_signal(signal.SIGKILL)  # kill -9 of snakemake: no hook, no scancel
+        owner.wait(timeout=5)
+        assert wait_until(lambda: all_gone(procs), 15)
+        assert "owner's heartbeat" in (run_dir / "supervisor.log").read_text()
+        assert not (run_dir / "server.json").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_slurm_server_idles_out_after_its_clients_heartbeats_stop(run_dir, fake_slurm):
+    # No owner at all (EPISCRIBE_OWNER_PID unset): only the clients' heartbeats count.
+    cfg = settings(server_launcher="slurm", idle_timeout_s=1)
+    client = subprocess.Popen(
+        [sys.executable, "-c", "import sys, json, time; from episcribe.vlm import server; "
+         "server.ensure(json.loads(sys.argv[1]), sys.argv[2]); time.sleep(120)",
+         json.dumps(cfg), str(run_dir)],
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: (run_dir / "server.json").exists(), 30)
+        procs = processes(run_dir)
+        time.sleep(4)  # idle timeout + stale bound passed, but the client's heartbeat goes on
+        assert not all_gone(procs)
+        client.kill()
+        client.wait()
+        assert wait_until(lambda: all_gone(procs), 15)
+        assert "idle_timeout_s" in (run_dir / "supervisor.log").read_text()
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_sbatch_refusal_is_a_server_error_naming_the_args(run_dir, fake_slurm, tmp_path):
+    (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho 'invalid partition' >&2\nexit 1\n")
+    cfg = settings(server_launcher="slurm", slurm_server_args=["--partition=nope"])
+    with pytest.raises(ServerError, match="invalid partition") as err:
+        server.ensure(cfg, run_dir)
+    assert "slurm_server_args" in str(err.value)

@@ -28,6 +28,26 @@ network ones): ``server.lock``, ``supervisor.json`` (written at spawn, so ``stop
 during start-up), ``server.json`` (written when healthy), ``failed.json`` (why a start
 failed), ``supervisor.log``, ``replica_{i}.log``, ``clients/<pid>``.
 
+On a cluster (``vlm.server_launcher: slurm``) the supervisor is not a local process but a
+SLURM job: ``ensure()`` submits it with ``sbatch --parsable ... --wrap "python -m
+episcribe.vlm.server supervise --cross-node ..."`` (plus ``vlm.slurm_server_args``, e.g. a GPU
+partition), records the job id in ``supervisor.json`` and waits, without a deadline while the
+job is PENDING, for ``server.json``. The supervisor binds its replicas on 0.0.0.0 and
+publishes ``http://<its node's hostname>:<port>/v1`` URLs and its job id there, so jobs on any
+node reuse it; ``stop()`` ``scancel``s the job. ``run_dir`` must then be on the filesystem
+shared by the nodes (the workflow's ``.episcribe/server`` is). A pid on another node cannot
+be watched, so liveness is by heartbeat files whose content keeps changing, judged by the
+watcher's own clock (nodes' clocks may disagree and NFS caches mtimes):
+
+- the owner (the main snakemake process) calls :func:`start_owner_heartbeat`, a daemon
+  thread that rewrites ``owner.heartbeat`` ("<host> <pid> <time>") every
+  ``EPISCRIBE_HEARTBEAT_S`` (5 s). The supervisor exits when the heartbeat of its owner pid
+  has not changed for ``EPISCRIBE_HEARTBEAT_STALE_S`` (90 s): a SIGKILLed snakemake runs no
+  hook, its heartbeat stops, the supervisor exits and the SLURM job ends. If no heartbeat
+  of the owner ever appears, only the idle timeout applies (logged).
+- every job that calls ``ensure()`` keeps ``clients/<host>-<pid>`` changing from a daemon
+  thread while it lives; the idle timeout counts from the last client whose file changed.
+
 CLI, for the Snakefile hooks and shells::
 
     python -m episcribe.vlm.server ensure --run-dir D --settings-json '{"backend": "fake"}'
@@ -48,6 +68,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -70,6 +91,15 @@ STOP_GRACE_S = 10.0
 WATCH_S = 0.25
 PORT_ATTEMPTS = 3
 PR_SET_PDEATHSIG = 1
+# Cross-node liveness (vlm.server_launcher: slurm): heartbeat period and staleness bound,
+# both overridable through the environment (tests use short ones).
+HEARTBEAT_ENV, HEARTBEAT_S = "EPISCRIBE_HEARTBEAT_S", 5.0
+STALE_ENV, HEARTBEAT_STALE_S = "EPISCRIBE_HEARTBEAT_STALE_S", 90.0
+OWNER_HEARTBEAT = "owner.heartbeat"
+# squeue states after which a job will never run again (or "" once squeue forgot it).
+SLURM_DONE = {"", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+              "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}  # fmt: skip
+SQUEUE_POLL_S = 2.0
 # Plain urllib, no proxies: health checks go to 127.0.0.1 or to the user's api_base.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -99,6 +129,120 @@ def _owner() -> tuple[int | None, int | None]:
     pid = int(raw) if raw.isdigit() else None
     ticks = start_ticks(pid)
     return (pid, ticks) if ticks is not None else (None, None)
+
+
+def _owner_pid_env() -> int | None:
+    """The owner pid as given, unchecked: on a cluster it lives on another node."""
+    raw = os.environ.get(OWNER_ENV, "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+# -- heartbeats (cross-node liveness) ---------------------------------------------------
+
+_BEATS: dict[Path, threading.Thread] = {}
+_BEATS_LOCK = threading.Lock()
+
+
+def _beat(path: Path, text: str) -> None:
+    try:
+        path.write_text(f"{text} {time.time():.3f}\n", encoding="utf-8")
+    except OSError:  # a full or flaky shared filesystem: try again next period
+        pass
+
+
+def start_heartbeat(path: str | os.PathLike, text: str) -> None:
+    """Rewrite ``path`` with ``text`` and the time now and every heartbeat period, from a
+    daemon thread, for as long as this process lives. Idempotent per path."""
+    path = Path(path).absolute()
+    period = _env_float(HEARTBEAT_ENV, HEARTBEAT_S)
+    _beat(path, text)
+    with _BEATS_LOCK:
+        if path in _BEATS and _BEATS[path].is_alive():
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(period)
+                _beat(path, text)
+
+        thread = threading.Thread(target=loop, name=f"heartbeat {path.name}", daemon=True)
+        thread.start()
+        _BEATS[path] = thread
+
+
+def start_owner_heartbeat(run_dir: str | os.PathLike) -> None:
+    """Called once by the main snakemake process (rules/common.smk): lets a model server
+    running on another node see that the run is alive, and exit when it is not."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start_heartbeat(run_dir / OWNER_HEARTBEAT, f"{socket.gethostname()} {os.getpid()}")
+
+
+class Freshness:
+    """Whether heartbeat files still change, judged by this process's monotonic clock."""
+
+    def __init__(self, stale_s: float):
+        self.stale_s = stale_s
+        self._seen: dict[Path, tuple[tuple, float]] = {}
+
+    def check(self, path: Path) -> str | None:
+        """The file's text if it changed within ``stale_s`` (a file seen for the first
+        time counts as a change); None if it is stale or missing."""
+        try:
+            text = path.read_text(encoding="utf-8")
+            signature = (path.stat().st_mtime_ns, text)
+        except OSError:
+            self._seen.pop(path, None)
+            return None
+        now = time.monotonic()
+        previous = self._seen.get(path)
+        if previous is None or previous[0] != signature:
+            self._seen[path] = (signature, now)
+            return text
+        return text if now - previous[1] <= self.stale_s else None
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+
+
+# -- SLURM -----------------------------------------------------------------------------
+
+
+def slurm_state(job: str) -> str:
+    """The job's squeue state ("" when squeue no longer knows it)."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "--states=all", "-j", str(job), "-o", "%T"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise ServerError(
+            "vlm.server_launcher is slurm but `squeue` is not installed on this host"
+        ) from None
+    except subprocess.TimeoutExpired:
+        return "UNKNOWN"  # a busy controller: assume the job still exists
+    if out.returncode != 0:
+        # "Invalid job id specified" once the job left the controller's memory.
+        return "" if "Invalid job id" in out.stderr else "UNKNOWN"
+    return out.stdout.strip().splitlines()[0].strip() if out.stdout.strip() else ""
+
+
+def _slurm_active(job: str) -> bool:
+    return slurm_state(job) not in SLURM_DONE
+
+
+def _running(record: dict) -> bool:
+    """Whether the supervisor of a server.json / supervisor.json record still runs."""
+    if record.get("slurm_job"):
+        return _slurm_active(record["slurm_job"])
+    return alive(record.get("pid"), record.get("start_time"))
 
 
 # -- HTTP checks ---------------------------------------------------------------------
@@ -146,18 +290,34 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
     if api_base and answers(api_base, api_key):
         log.info("using the server that already answers at %s", api_base)
         return [api_base]
-    _preflight(settings)
+    launcher = settings.get("server_launcher") or "local"
+    if launcher not in ("local", "slurm"):
+        raise ServerError(f"vlm.server_launcher {launcher!r} is not one of local, slurm")
+    cluster = launcher == "slurm"
+    if not cluster:
+        _preflight(settings)  # on a cluster the server's node, not this one, needs vllm
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(run_dir, float(settings["startup_timeout_s"]) + 60):
-        _register_client(run_dir)
+    # A queued GPU job may pend for long; flock is released if its holder dies anyway.
+    lock_timeout = float("inf") if cluster else float(settings["startup_timeout_s"]) + 60
+    with _locked(run_dir, lock_timeout):
+        _register_client(run_dir, cluster)
         state = _read_json(run_dir / "server.json")
-        if state and alive(state["pid"], state["start_time"]):
+        if state and _running(state):
             same = (state["model_id"], state["backend"]) == (settings["model_id"], backend)
+            if cluster:
+                # Snakemake locks its working directory, so a server of another owner pid
+                # is a leftover of an earlier run that watches a dead heartbeat: replace it.
+                same = same and state.get("owner_pid") == _owner_pid_env()
             if same and all(answers(url) for url in state["urls"]):
                 return state["urls"]
             owner_pid = state.get("owner_pid")
-            if not same and owner_pid != _owner()[0] and alive(owner_pid, state.get("owner_start")):
+            if (
+                not cluster
+                and not same
+                and owner_pid != _owner()[0]
+                and alive(owner_pid, state.get("owner_start"))
+            ):
                 raise ServerError(
                     f"{run_dir} holds a {state['backend']} server for {state['model_id']!r} "
                     f"owned by another running workflow (pid {owner_pid}); wait for it, stop "
@@ -166,12 +326,10 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
                 )
             log.warning("replacing the server recorded in %s/server.json", run_dir)
             stop(run_dir)
-        elif (sup := _read_json(run_dir / "supervisor.json")) and alive(
-            sup["pid"], sup["start_time"]
-        ):
+        elif (sup := _read_json(run_dir / "supervisor.json")) and _running(sup):
             # A start whose caller died while waiting: let it finish instead of starting again.
-            return _wait_ready(settings, run_dir, sup["pid"], sup["start_time"])
-        return _start(settings, run_dir)
+            return _wait_ready(settings, run_dir, sup)
+        return _submit(settings, run_dir) if cluster else _start(settings, run_dir)
 
 
 def stop(run_dir: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> bool:
@@ -179,6 +337,8 @@ def stop(run_dir: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> bool:
     run_dir = Path(run_dir)
     state = _read_json(run_dir / "server.json") or {}
     sup = _read_json(run_dir / "supervisor.json") or state
+    if sup.get("slurm_job"):
+        return _stop_slurm(run_dir, sup["slurm_job"], grace_s)
     pid, ticks = sup.get("pid"), sup.get("start_time")
     was_alive = alive(pid, ticks)
     if was_alive:
@@ -197,6 +357,25 @@ def stop(run_dir: str | os.PathLike, grace_s: float = STOP_GRACE_S) -> bool:
         if record and record.get("pid") == pid:
             (run_dir / name).unlink(missing_ok=True)
     return was_alive
+
+
+def _stop_slurm(run_dir: Path, job: str, grace_s: float) -> bool:
+    """scancel the supervisor's job (SIGTERM to it; SLURM kills what is left after KillWait)."""
+    was_active = _slurm_active(job)
+    if was_active:
+        try:
+            subprocess.run(["scancel", str(job)], capture_output=True, timeout=60)
+        except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not scancel the model server's job %s: %s", job, exc)
+        deadline = time.monotonic() + grace_s
+        while _slurm_active(job) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log.info("cancelled the model server's SLURM job %s", job)
+    for name in ("server.json", "supervisor.json"):
+        record = _read_json(run_dir / name)
+        if record and record.get("slurm_job") == job:
+            (run_dir / name).unlink(missing_ok=True)
+    return was_active
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -247,9 +426,12 @@ def _locked(run_dir: Path, timeout_s: float) -> Iterator[None]:
         os.close(fd)
 
 
-def _register_client(run_dir: Path) -> None:
+def _register_client(run_dir: Path, cluster: bool = False) -> None:
     clients = run_dir / "clients"
     clients.mkdir(exist_ok=True)
+    if cluster:  # the supervisor may run on another node: keep a heartbeat instead
+        start_heartbeat(clients / f"{socket.gethostname()}-{os.getpid()}", "client")
+        return
     (clients / str(os.getpid())).write_text(str(start_ticks(os.getpid())))
 
 
@@ -274,33 +456,114 @@ def _start(settings: dict, run_dir: Path) -> list[str]:
             cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    ticks = start_ticks(proc.pid)
-    write_json(run_dir / "supervisor.json", {"pid": proc.pid, "start_time": ticks})
+    record = {"pid": proc.pid, "start_time": start_ticks(proc.pid)}
+    write_json(run_dir / "supervisor.json", record)
     log.info("starting the %s model server for %s", settings["backend"], settings["model_id"])
-    return _wait_ready(settings, run_dir, proc.pid, ticks)
+    return _wait_ready(settings, run_dir, record)
 
 
-def _wait_ready(settings: dict, run_dir: Path, pid: int, ticks: int | None) -> list[str]:
-    deadline = time.monotonic() + float(settings["startup_timeout_s"]) + 30
+def _sbatch_env() -> dict:
+    """The submitting job's environment minus what belongs to its own allocation."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith(("SLURM_", "SBATCH_", "SLURMD_")) and k != "SLURM_CONF")
+    }
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # the server job's allocation sets its own
+    return env
+
+
+def _submit(settings: dict, run_dir: Path) -> list[str]:
+    """Submit the supervisor as a SLURM job; wait until it publishes server.json."""
+    run_dir = run_dir.absolute()
+    for name in ("server.json", "failed.json", "supervisor.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
+    write_json(run_dir / "settings.json", public)
+    cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
+    cmd += ["--settings-json", f"@{run_dir / 'settings.json'}", "--cross-node"]
+    cmd += ["--heartbeat-stale-s", str(_env_float(STALE_ENV, HEARTBEAT_STALE_S))]
+    owner_pid = _owner_pid_env()
+    if owner_pid:
+        cmd += ["--owner-pid", str(owner_pid), "--owner-heartbeat", str(run_dir / OWNER_HEARTBEAT)]
+    sbatch = [
+        "sbatch", "--parsable", "--job-name=episcribe-server",
+        f"--output={run_dir / 'supervisor.log'}", "--open-mode=append", f"--chdir={os.getcwd()}",
+        *[str(a) for a in settings.get("slurm_server_args") or []],
+        "--wrap", "exec " + shlex.join(cmd),
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(sbatch, capture_output=True, text=True, timeout=120, env=_sbatch_env())
+    except FileNotFoundError:
+        raise ServerError(
+            "vlm.server_launcher is slurm but `sbatch` is not installed on this host"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ServerError("sbatch did not answer within 120 s; is slurmctld up?") from None
+    if out.returncode != 0:
+        raise ServerError(
+            f"sbatch refused the model server job ({shlex.join(sbatch[:-2])} ...): "
+            f"{out.stderr.strip()}; check vlm.slurm_server_args (partition, account, gres)"
+        )
+    job = out.stdout.strip().split(";")[0]
+    record = {"slurm_job": job, "pid": None, "start_time": None}
+    write_json(run_dir / "supervisor.json", record)
+    log.info(
+        "submitted the %s model server for %s as SLURM job %s",
+        settings["backend"], settings["model_id"], job,
+    )  # fmt: skip
+    return _wait_ready(settings, run_dir, record)
+
+
+def _wait_ready(settings: dict, run_dir: Path, record: dict) -> list[str]:
+    """Wait for the supervisor of ``record`` (a local pid or a SLURM job) to publish URLs."""
+    job = record.get("slurm_job")
+    pid, ticks = record.get("pid"), record.get("start_time")
+
+    def mine(other: dict | None) -> bool:
+        if not other:
+            return False
+        return other.get("slurm_job") == job if job else other.get("pid") == pid
+
+    budget = float(settings["startup_timeout_s"]) + 30
+    deadline = time.monotonic() + budget
+    next_squeue = 0.0
+    pending_since: float | None = None
     while True:
         state = _read_json(run_dir / "server.json")
-        if state and state.get("pid") == pid:
+        if mine(state):
             return state["urls"]
         failed = _read_json(run_dir / "failed.json")
-        if failed and failed.get("pid") == pid:
+        if mine(failed):
             raise ServerError(failed["message"])
-        if not alive(pid, ticks):
+        running = True
+        if job and time.monotonic() >= next_squeue:
+            next_squeue = time.monotonic() + SQUEUE_POLL_S
+            job_state = slurm_state(job)
+            running = job_state not in SLURM_DONE
+            if job_state == "PENDING":
+                # Queueing time is the cluster's, not the server's start-up: no deadline.
+                deadline = time.monotonic() + budget
+                if pending_since is None or time.monotonic() - pending_since > 300:
+                    log.info("the model server's SLURM job %s is pending", job)
+                    pending_since = time.monotonic()
+        elif not job:
+            running = alive(pid, ticks)
+        if not running:
+            time.sleep(0.5)  # the job's last words may still be on their way to the log
+            if mine(_read_json(run_dir / "failed.json")):
+                raise ServerError(_read_json(run_dir / "failed.json")["message"])
             log_path = run_dir / "supervisor.log"
+            what = f"SLURM job {job}" if job else "the model server's supervisor"
             raise ServerError(
-                f"the model server's supervisor exited before the server was up; see "
-                f"{log_path}:\n{_tail(log_path)}"
+                f"{what} exited before the server was up; see {log_path}:\n{_tail(log_path)}"
             )
         if time.monotonic() > deadline:
             stop(run_dir)
             raise ServerError(
                 f"the model server did not come up in time; see {run_dir / 'supervisor.log'}"
             )
-        time.sleep(0.05)
+        time.sleep(0.1 if job else 0.05)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -325,28 +588,35 @@ class Replica:
     cmd: list[str]
     log: Path
     proc: subprocess.Popen
+    host: str = "127.0.0.1"  # the name other hosts reach it by
 
     @property
     def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def local_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def serve_command(settings: dict, index: int, port: int, run_dir: Path) -> list[str]:
-    """The command line of replica ``index`` listening on ``port``."""
+def serve_command(
+    settings: dict, index: int, port: int, run_dir: Path, bind: str = "127.0.0.1"
+) -> list[str]:
+    """The command line of replica ``index`` listening on ``bind``:``port``."""
     command = settings.get("serve_command") or "auto"
     if command != "auto":
         return [arg.replace("{port}", str(port)) for arg in shlex.split(command)]
     if settings["backend"] == "fake":
         fake = settings.get("fake") or {}
         return [
-            sys.executable, "-m", "episcribe.vlm.fake_server", "--host", "127.0.0.1",
+            sys.executable, "-m", "episcribe.vlm.fake_server", "--host", bind,
             "--port", str(port), "--model", settings["model_id"],
             "--latency-ms", str(fake.get("latency_ms", 0)),
             "--max-concurrency", str(fake.get("max_concurrency", 0)),
             "--fault-rate", str(fake.get("fault_rate", 0.0)),
             "--request-log", str(run_dir / f"fake_requests_{index}.jsonl"),
         ]  # fmt: skip
-    cmd = ["vllm", "serve", settings["model_id"], "--host", "127.0.0.1", "--port", str(port)]
+    cmd = ["vllm", "serve", settings["model_id"], "--host", bind, "--port", str(port)]
     if settings.get("max_model_len"):
         cmd += ["--max-model-len", str(settings["max_model_len"])]
     if settings.get("num_gpus", 0) > 1:
@@ -361,19 +631,19 @@ def _gpus(settings: dict, index: int) -> str:
     return ",".join(devices[index * per : (index + 1) * per])
 
 
-def _free_port(exclude: set[int]) -> int:
+def _free_port(exclude: set[int], bind: str = "127.0.0.1") -> int:
     while True:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((bind, 0))
             port = s.getsockname()[1]
         if port not in exclude:
             return port
 
 
-def _port_taken(port: int) -> bool:
+def _port_taken(port: int, bind: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((bind, port))
         except OSError:
             return True
     return False
@@ -389,10 +659,12 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _spawn(settings: dict, run_dir: Path, index: int, exclude: set[int]) -> Replica:
-    port = _free_port(exclude)
+def _spawn(
+    settings: dict, run_dir: Path, index: int, exclude: set[int], bind: str = "127.0.0.1"
+) -> Replica:
+    port = _free_port(exclude, bind)
     exclude.add(port)
-    cmd = serve_command(settings, index, port, run_dir)
+    cmd = serve_command(settings, index, port, run_dir, bind)
     env = dict(os.environ)
     if settings["backend"] == "vllm":
         env["CUDA_VISIBLE_DEVICES"] = _gpus(settings, index)
@@ -404,13 +676,16 @@ def _spawn(settings: dict, run_dir: Path, index: int, exclude: set[int]) -> Repl
             preexec_fn=lambda: _die_with_parent(parent),
         )  # fmt: skip
     log.info("replica %d (pid %d) on port %d: %s", index, proc.pid, port, shlex.join(cmd))
-    return Replica(index, port, cmd, log_path, proc)
+    host = "127.0.0.1" if bind in ("127.0.0.1", "localhost") else socket.gethostname()
+    return Replica(index, port, cmd, log_path, proc, host)
 
 
-def _launch(settings: dict, run_dir: Path, replicas: list[Replica], stopping: list) -> None:
+def _launch(
+    settings: dict, run_dir: Path, replicas: list[Replica], stopping: list, bind: str
+) -> None:
     exclude = {urllib.parse.urlsplit(settings.get("api_base") or "").port or 0}
     for i in range(settings["parallel_servers"]):
-        replicas.append(_spawn(settings, run_dir, i, exclude))
+        replicas.append(_spawn(settings, run_dir, i, exclude, bind))
     timeout = float(settings["startup_timeout_s"])
     deadline = time.monotonic() + timeout
     pending = {r.index for r in replicas}
@@ -422,16 +697,16 @@ def _launch(settings: dict, run_dir: Path, replicas: list[Replica], stopping: li
             r = replicas[i]
             code = r.proc.poll()
             if code is not None:
-                if _port_taken(r.port) and attempts[i] < PORT_ATTEMPTS:
+                if _port_taken(r.port, bind) and attempts[i] < PORT_ATTEMPTS:
                     log.warning("replica %d lost port %d to another process; retrying", i, r.port)
                     attempts[i] += 1
-                    replicas[i] = _spawn(settings, run_dir, i, exclude)
+                    replicas[i] = _spawn(settings, run_dir, i, exclude, bind)
                     continue
                 raise StartFailed(
                     f"model server replica {i} exited with code {code} during start-up "
                     f"({shlex.join(r.cmd)}). Its log is {r.log}; last lines:\n{_tail(r.log)}"
                 )
-            if answers(r.url):
+            if answers(r.local_url):
                 pending.discard(i)
         if pending and time.monotonic() > deadline:
             r = replicas[min(pending)]
@@ -444,10 +719,20 @@ def _launch(settings: dict, run_dir: Path, replicas: list[Replica], stopping: li
             time.sleep(0.1)
 
 
-def _live_clients(run_dir: Path) -> int:
-    """Registered client processes still running; forget the ones that are gone."""
+def _live_clients(run_dir: Path, beats: Freshness | None = None) -> int:
+    """Registered client processes still running; forget the ones that are gone.
+
+    Local clients are ``clients/<pid>`` (checked by pid and start time); with ``beats``
+    (cross-node) they are ``clients/<host>-<pid>`` heartbeats, live while they change."""
     live = 0
     for path in (run_dir / "clients").glob("*"):
+        if beats is not None:
+            if beats.check(path) is not None:
+                live += 1
+            else:
+                beats.forget(path)
+                path.unlink(missing_ok=True)
+            continue
         try:
             ticks = int(path.read_text() or -1)
         except (OSError, ValueError):
@@ -459,19 +744,66 @@ def _live_clients(run_dir: Path) -> int:
     return live
 
 
-def _watch(settings: dict, run_dir: Path, replicas: list[Replica], owner, stopping) -> str:
+@dataclass
+class Watch:
+    """How the supervisor sees its owner and clients."""
+
+    owner: tuple[int | None, int | None] = (None, None)  # a local pid and its start ticks
+    owner_heartbeat: Path | None = None  # cross-node: the owner's heartbeat file
+    owner_pid: int | None = None  # ... and the pid it must name
+    beats: Freshness | None = None  # cross-node: clients and owner by heartbeat
+
+
+class _OwnerBeat:
+    """The owner's heartbeat: once seen, it must keep changing."""
+
+    def __init__(self, watch: Watch):
+        self.watch = watch
+        self.seen = False
+        self.warned = False
+        self.started = time.monotonic()
+
+    def gone(self) -> str | None:
+        w = self.watch
+        if w.owner_heartbeat is None or w.beats is None:
+            return None
+        text = w.beats.check(w.owner_heartbeat)
+        fields = (text or "").split()
+        if text is not None and len(fields) >= 2 and fields[1] == str(w.owner_pid):
+            self.seen = True
+            return None
+        if self.seen:
+            return (
+                f"the owner's heartbeat {w.owner_heartbeat} (pid {w.owner_pid}) has not "
+                f"changed for {w.beats.stale_s:g} s"
+            )
+        if not self.warned and time.monotonic() - self.started > w.beats.stale_s:
+            self.warned = True
+            log.warning(
+                "no heartbeat from owner pid %s in %s: only vlm.idle_timeout_s will stop this "
+                "server (the main snakemake process should call start_owner_heartbeat)",
+                w.owner_pid, w.owner_heartbeat,
+            )  # fmt: skip
+        return None
+
+
+def _watch(settings: dict, run_dir: Path, replicas: list[Replica], watch: Watch, stopping) -> str:
     """Block until the server should stop; return why."""
     idle_s = float(settings["idle_timeout_s"])
     last_busy = time.monotonic()
+    owner_beat = _OwnerBeat(watch)
+    owner = watch.owner
     while True:
         if stopping:
             return f"received {stopping[0]}"
         if owner[0] and not alive(*owner):
             return f"the owner process {owner[0]} exited"
+        if reason := owner_beat.gone():
+            return reason
         for r in replicas:
             if r.proc.poll() is not None:
                 return f"replica {r.index} exited with code {r.proc.returncode}; see {r.log}"
-        if _live_clients(run_dir):
+        if _live_clients(run_dir, watch.beats):
             last_busy = time.monotonic()
         elif time.monotonic() - last_busy > idle_s:
             return f"no client for {idle_s:g} s (vlm.idle_timeout_s)"
@@ -502,44 +834,61 @@ def _terminate(replicas: list[Replica]) -> None:
         r.proc.poll()
 
 
-def supervise(settings: dict, run_dir: Path, owner: tuple[int | None, int | None]) -> int:
+def supervise(
+    settings: dict,
+    run_dir: Path,
+    owner: tuple[int | None, int | None] | Watch,
+    bind: str = "127.0.0.1",
+) -> int:
     """The supervisor process: start the replicas, publish server.json, watch, clean up."""
+    watch = owner if isinstance(owner, Watch) else Watch(owner=owner)
     stopping: list[str] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: stopping.append(signal.Signals(signum).name))
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    owner_pid = watch.owner[0] or watch.owner_pid
     log.info(
-        "supervisor %d started: %s server for %s, %d replica(s), owner %s",
+        "supervisor %d started: %s server for %s, %d replica(s), owner %s, on %s%s",
         os.getpid(), settings["backend"], settings["model_id"], settings["parallel_servers"],
-        owner[0],
+        owner_pid, socket.gethostname(), f" (SLURM job {slurm_job})" if slurm_job else "",
     )  # fmt: skip
     replicas: list[Replica] = []
     me = {"pid": os.getpid(), "start_time": start_ticks(os.getpid())}
+    if slurm_job:
+        me |= {"slurm_job": slurm_job, "host": socket.gethostname()}
+
+    def mine(record: dict | None) -> bool:
+        if not record:
+            return False
+        return record.get("pid") == me["pid"] or bool(
+            slurm_job and record.get("slurm_job") == slurm_job
+        )
+
     try:
-        _launch(settings, run_dir, replicas, stopping)
+        _launch(settings, run_dir, replicas, stopping, bind)
     except StartFailed as exc:
         log.error("%s", exc)
         _terminate(replicas)
-        write_json(run_dir / "failed.json", {"pid": me["pid"], "message": str(exc)})
+        write_json(run_dir / "failed.json", dict(me, message=str(exc)))
         return 1
     state = dict(
         me,
         urls=[r.url for r in replicas],
         replicas=[{"pid": r.proc.pid, "start_time": start_ticks(r.proc.pid)} for r in replicas],
-        owner_pid=owner[0],
-        owner_start=owner[1],
+        owner_pid=owner_pid,
+        owner_start=watch.owner[1],
         model_id=settings["model_id"],
         backend=settings["backend"],
     )
     write_json(run_dir / "server.json", state)
     log.info("serving at %s", ", ".join(state["urls"]))
     try:
-        reason = _watch(settings, run_dir, replicas, owner, stopping)
+        reason = _watch(settings, run_dir, replicas, watch, stopping)
         log.info("stopping: %s", reason)
     finally:
         _terminate(replicas)
         for name in ("server.json", "supervisor.json"):
-            record = _read_json(run_dir / name)
-            if record and record.get("pid") == me["pid"]:
+            if mine(_read_json(run_dir / name)):
                 (run_dir / name).unlink(missing_ok=True)
     return 0
 
@@ -566,14 +915,33 @@ def main(argv: list[str] | None = None) -> int:
         if name == "supervise":
             cmd.add_argument("--owner-pid", type=int, default=None)
             cmd.add_argument("--owner-start", type=int, default=None)
+            cmd.add_argument(
+                "--cross-node",
+                action="store_true",
+                help="bind 0.0.0.0, publish this host's name, and see the owner and clients "
+                "by heartbeat files (the supervisor runs as a SLURM job)",
+            )
+            cmd.add_argument("--owner-heartbeat", type=Path, default=None)
+            cmd.add_argument("--heartbeat-stale-s", type=float, default=HEARTBEAT_STALE_S)
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     try:
         if args.command == "supervise":
-            settings = json.loads(args.settings_json)
-            code = supervise(settings, args.run_dir, (args.owner_pid, args.owner_start))
+            raw = args.settings_json
+            text = Path(raw[1:]).read_text(encoding="utf-8") if raw.startswith("@") else raw
+            settings = json.loads(text)
+            if args.cross_node:
+                watch = Watch(
+                    owner_heartbeat=args.owner_heartbeat,
+                    owner_pid=args.owner_pid,
+                    beats=Freshness(args.heartbeat_stale_s),
+                )
+                code = supervise(settings, args.run_dir, watch, bind="0.0.0.0")
+            else:
+                owner = (args.owner_pid, args.owner_start)
+                code = supervise(settings, args.run_dir, owner)
             log.info("supervisor %d exited with code %d", os.getpid(), code)
             return code
         if args.command == "stop":
