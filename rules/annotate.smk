@@ -33,7 +33,16 @@ for module in PLAN.modules:
                 PLAN.log(f"annotate_{module}", shard),
             benchmark:
                 PLAN.benchmark(f"annotate_{module}", shard)
+            # On a cluster (profiles/slurm) the annotate jobs of several shards go to SLURM as
+            # one submission: --group-components annotate=N there. No effect on local runs.
+            group:
+                "annotate"
             resources:
                 vlm=1,
+                # Cluster resources of one job: CPU-side work only (decoding frames, HTTP),
+                # the model runs in the server's own job. An estimate that grows with the
+                # shard; override with --set-resources or the profile.
+                mem_mb=2000,
+                runtime=10 + 2 * len(shard.episodes),
             script:
                 "../scripts/annotate_episodes.py"

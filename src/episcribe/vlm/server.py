@@ -463,14 +463,36 @@ def _start(settings: dict, run_dir: Path) -> list[str]:
 
 
 def _sbatch_env() -> dict:
-    """The submitting job's environment minus what belongs to its own allocation."""
+    """The submitting job's environment minus what describes its own allocation (SLURM_*;
+    SBATCH_* are the user's defaults, e.g. SBATCH_ACCOUNT, and stay)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not (k.startswith(("SLURM_", "SBATCH_", "SLURMD_")) and k != "SLURM_CONF")
+        if not (k.startswith(("SLURM_", "SLURMD_")) and k != "SLURM_CONF")
     }
     env.pop("CUDA_VISIBLE_DEVICES", None)  # the server job's allocation sets its own
     return env
+
+
+def _check_owner_beats(path: Path, owner_pid: int) -> None:
+    """Refuse to start a server for a run that is gone (a job orphaned by kill -9 of
+    snakemake would otherwise queue a GPU job that only lives until it sees the stale
+    heartbeat). Wall clocks of two nodes are compared here, hence the wide margin."""
+    try:
+        fields = path.read_text(encoding="utf-8").split()
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return
+    if len(fields) >= 2 and fields[1] == str(owner_pid) and age > 2 * _stale_s():
+        raise ServerError(
+            f"the snakemake process that started this job (pid {owner_pid} on {fields[0]}) "
+            f"stopped its heartbeat {age:.0f} s ago ({path}): not starting a model server "
+            "for a run that is gone"
+        )
+
+
+def _stale_s() -> float:
+    return _env_float(STALE_ENV, HEARTBEAT_STALE_S)
 
 
 def _submit(settings: dict, run_dir: Path) -> list[str]:
@@ -482,9 +504,10 @@ def _submit(settings: dict, run_dir: Path) -> list[str]:
     write_json(run_dir / "settings.json", public)
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
     cmd += ["--settings-json", f"@{run_dir / 'settings.json'}", "--cross-node"]
-    cmd += ["--heartbeat-stale-s", str(_env_float(STALE_ENV, HEARTBEAT_STALE_S))]
+    cmd += ["--heartbeat-stale-s", str(_stale_s())]
     owner_pid = _owner_pid_env()
     if owner_pid:
+        _check_owner_beats(run_dir / OWNER_HEARTBEAT, owner_pid)
         cmd += ["--owner-pid", str(owner_pid), "--owner-heartbeat", str(run_dir / OWNER_HEARTBEAT)]
     sbatch = [
         "sbatch", "--parsable", "--job-name=episcribe-server",
