@@ -1,0 +1,65 @@
+"""report: what `snakemake --report report.html` shows, rendered in one job.
+
+Inputs: every staging file and the validation report. The model-usage metrics that the
+annotate jobs leave beside their logs (logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl)
+are read if present, but are not inputs: a job whose episodes all came from the cache
+writes none.
+Outputs, all under results/{dataset}/report/ and flagged for the HTML report:
+  timelines/episode_{N:06d}.png             one per episode (category Timelines)
+  vqa/episode_{N:06d}__{camera}.jpg         VQA overlays per episode and camera
+  summary.html, usage.csv                   validation, rows per style, model usage
+Episodes render on a thread pool (frames are decoded by seeking, so this is cheap).
+"""
+
+
+rule report:
+    input:
+        staging=PLAN.all_staging(),
+        validation=rules.validate_staging.output.json,
+    output:
+        timelines=report(
+            directory(f"results/{DATASET}/report/timelines"),
+            patterns=["episode_{episode}.png"],
+            caption="../report/timeline.rst",
+            category="Timelines",
+            labels={"episode": "{episode}"},
+        ),
+        overlays=report(
+            directory(f"results/{DATASET}/report/vqa"),
+            patterns=["episode_{episode}__{camera}.jpg"],
+            caption="../report/vqa_overlays.rst",
+            category="VQA overlays",
+            subcategory="{camera}",
+            labels={"episode": "{episode}", "camera": "{camera}"},
+        ),
+        summary=report(
+            f"results/{DATASET}/report/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"file": "run summary"},
+        ),
+        usage=report(
+            f"results/{DATASET}/report/usage.csv",
+            caption="../report/usage.rst",
+            category="Summary",
+            labels={"file": "model usage (CSV)"},
+        ),
+    params:
+        dataset_root=str(PLAN.dataset.root),
+        dataset_name=DATASET,
+        staging_dir=str(PLAN.staging_dir),
+        episodes=PLAN.episodes,
+        modules=PLAN.modules,
+        model=PLAN.model,
+        metrics=[
+            PLAN.log(f"annotate_{module}", shard, ".metrics.jsonl")
+            for module in PLAN.modules
+            for shard in SHARDS
+        ],
+    threads: min(8, workflow.cores)
+    log:
+        PLAN.log("report"),
+    benchmark:
+        PLAN.benchmark("report")
+    script:
+        "../scripts/render_report.py"

@@ -1,0 +1,26 @@
+"""Entry point of the report rule: timelines, VQA overlays and the run summary."""
+
+from episcribe.logs import script_main
+from episcribe.report import build_report
+
+
+def main(smk):
+    p = smk.params
+    build_report(
+        dataset_root=p.dataset_root,
+        dataset_name=p.dataset_name,
+        staging_dir=p.staging_dir,
+        episodes=list(p.episodes),
+        modules=list(p.modules),
+        model=dict(p.model),
+        metrics_paths=list(p.metrics),
+        validation_json=smk.input.validation,
+        timelines_dir=smk.output.timelines,
+        overlays_dir=smk.output.overlays,
+        summary_path=smk.output.summary,
+        usage_path=smk.output.usage,
+        threads=smk.threads,
+    )
+
+
+script_main(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -1,0 +1,432 @@
+"""The report: rendering from hand-made staging rows, and `snakemake --report` end to end.
+
+Rendering tests use a synthetic dataset and rows written by hand (so they do not depend
+on the modules); the workflow test runs the real workflow with the fake model server,
+builds report.html, checks what it embeds and takes a headless Chromium screenshot
+(saved under tests/artifacts/, or $EPISCRIBE_TEST_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from episcribe import report
+from episcribe.dataset import LeRobotDataset
+from episcribe.language import make_row, speech_atom
+from episcribe.staging import staging_file, write_rows
+
+MODULES = ["plan", "interjections", "plan_update", "vqa"]
+ARTIFACTS = Path(os.environ.get("EPISCRIBE_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
+
+
+def vqa_answer(kind: int, w: int, h: int) -> tuple[str, dict]:
+    return [
+        (
+            "Where is the red block?",
+            {
+                "detections": [
+                    {
+                        "label": "red block",
+                        "bbox_format": "xyxy",
+                        "bbox": [w // 5, h // 4, w // 2, 3 * h // 4],
+                    }
+                ]
+            },
+        ),
+        (
+            "Point at the gripper.",
+            {"label": "gripper", "point_format": "xy", "point": [w // 2, h // 3]},
+        ),
+        ("How many blocks are visible?", {"label": "block", "count": 2}),
+        ("What colour is the bowl?", {"label": "bowl", "attribute": "colour", "value": "blue"}),
+        ("Where is the block?", {"subject": "block", "relation": "left of", "object": "bowl"}),
+    ][kind % 5]
+
+
+def stage_episode(dataset: LeRobotDataset, staging: Path, index: int, vqa_every: int = 5) -> None:
+    """Rows like the modules write: 3 subtasks, plans, memories, speech, an interjection, VQA."""
+    ep = dataset.load_episode(index)
+    ts = [float(t) for t in ep.timestamps]
+    n = len(ts)
+    subtasks = [
+        (ts[0], "reach toward the red block with the open gripper"),
+        (ts[n // 3], "grasp the red block"),
+        (ts[2 * n // 3], "carry the block over the bowl and release it"),
+    ]
+    plan = [make_row("user", ep.task, "task_aug", ts[0], None, None)]
+    for k, (t, text) in enumerate(subtasks):
+        plan.append(make_row("assistant", text, "subtask", t, None, None))
+        left = "\n".join(f"{j + 1}. {s}" for j, (_, s) in enumerate(subtasks[k:]))
+        plan.append(make_row("assistant", left, "plan", t, None, None))
+        if k:
+            plan.append(
+                make_row("assistant", f"I did: {subtasks[k - 1][1]}.", "memory", t, None, None)
+            )
+    write_rows(staging_file(staging, index, "plan"), plan)
+    t_int = subtasks[2][0]
+    write_rows(
+        staging_file(staging, index, "interjections"),
+        [
+            speech_atom("Sure, picking up the block.", ts[0]),
+            make_row("user", "Put it down gently please.", "interjection", t_int, None, None),
+            speech_atom("OK, gently.", t_int),
+        ],
+    )
+    write_rows(
+        staging_file(staging, index, "plan_update"),
+        [make_row("assistant", "1. put the block down gently", "plan", t_int, None, None)],
+    )
+    vqa = []
+    for cam in dataset.cameras:
+        seg = dataset.episode_info(index).videos[cam]
+        for k, t in enumerate(ts[::vqa_every]):
+            question, answer = vqa_answer(k, seg.width, seg.height)
+            vqa.append(make_row("user", question, "vqa", t, cam, None))
+            vqa.append(make_row("assistant", json.dumps(answer), "vqa", t, cam, None))
+    write_rows(staging_file(staging, index, "vqa"), vqa)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory, synth_small):
+    dataset = LeRobotDataset.open(synth_small)
+    staging = tmp_path_factory.mktemp("staging")
+    for index in dataset.episode_indices():
+        stage_episode(dataset, staging, index)
+    return dataset, staging
+
+
+def test_collect_turns_rows_into_spans_markers_and_vqa(staged):
+    dataset, staging = staged
+    episode, notes = report.load_notes(dataset, staging, 1, MODULES)
+    assert [s.text for s in notes.subtasks] == [
+        "reach toward the red block with the open gripper",
+        "grasp the red block",
+        "carry the block over the bowl and release it",
+    ]
+    # Spans cover the episode without gaps, the last one to the end of the last frame.
+    assert notes.subtasks[0].start == float(episode.timestamps[0])
+    for a, b in zip(notes.subtasks, notes.subtasks[1:], strict=False):
+        assert a.end == b.start
+    assert notes.subtasks[-1].end == pytest.approx(float(episode.timestamps[-1]) + 0.1, abs=1e-5)
+    kinds = [m.kind for m in notes.markers]
+    assert kinds.count("plan") == 4 and kinds.count("memory") == 2
+    assert [m.text for m in notes.markers if m.kind == "say"] == [
+        "Sure, picking up the block.",
+        "OK, gently.",
+    ]
+    assert [m.text for m in notes.markers if m.kind == "interjection"] == [
+        "Put it down gently please."
+    ]
+    shapes = {v.shape for v in notes.vqa}
+    assert shapes == {"bbox", "keypoint", "count", "attribute", "spatial"}
+    assert {v.camera for v in notes.vqa} == set(dataset.cameras)
+    assert all(v.question for v in notes.vqa)
+
+
+def test_speech_arguments_as_json_text_are_read():
+    row = speech_atom("hello", 0.0)
+    row["tool_calls"][0]["function"]["arguments"] = json.dumps({"text": "hello"})
+    assert report.say_text(row) == "hello"
+
+
+def test_missing_staging_files_are_named_not_fatal(staged, tmp_path):
+    dataset, _ = staged
+    _, notes = report.load_notes(dataset, tmp_path, 0, MODULES)
+    assert notes.missing == MODULES and notes.subtasks == [] and notes.vqa == []
+    image = report.render_timeline(notes, [(0.0, None)], dataset.cameras[0])
+    assert image.width == report.WIDTH
+
+
+def test_timeline_shows_real_frames_bars_and_texts(staged):
+    dataset, staging = staged
+    episode, notes = report.load_notes(dataset, staging, 2, MODULES)
+    times = report.strip_times(notes, episode.timestamps, report.STRIP_FRAMES)
+    assert len(times) == report.STRIP_FRAMES and times == sorted(times)
+    assert set(times) <= {float(t) for t in episode.timestamps}
+    frames = report.decode_frames(dataset.episode_info(2).videos[dataset.cameras[0]], times)
+    image = report.render_timeline(
+        notes, list(zip(times, frames, strict=True)), dataset.cameras[0], cameras=dataset.cameras
+    )
+    assert image.width == report.WIDTH
+    assert 500 < image.height < 1400
+    px = np.asarray(image)
+    # The first subtask bar is filled with the first palette colour at its start.
+    bar = px[:, report.LEFT + 5]
+    assert (bar == report.PALETTE[0]).all(axis=1).sum() >= 20
+    # The third subtask's colour appears too (a bar, a legend tag).
+    assert (px == report.PALETTE[2]).all(axis=2).sum() > 200
+    # The frame strip holds frames, not a placeholder: many distinct colours.
+    strip = px[60:200, report.LEFT : report.WIDTH - report.RIGHT].reshape(-1, 3)
+    assert len(np.unique(strip, axis=0)) > 200
+
+
+def test_bbox_is_drawn_where_the_answer_says():
+    image = Image.new("RGB", (200, 100), (128, 128, 128))
+    answer = {"detections": [{"label": "", "bbox_format": "xyxy", "bbox": [20, 30, 120, 80]}]}
+    out = np.asarray(report.draw_answer(image, answer))
+    colour = report.PALETTE[0]
+    for x, y in [(20, 55), (120, 55), (70, 30), (70, 80)]:  # the four edges
+        assert tuple(out[y, x]) == colour, (x, y)
+    assert tuple(out[55, 70]) == (128, 128, 128)  # inside: untouched
+    assert tuple(out[10, 10]) == (128, 128, 128)  # outside: untouched
+    assert np.asarray(image).mean() == 128  # the input is not modified
+
+
+def test_coordinates_are_scaled_with_the_image():
+    # An answer in 640x480 source pixels drawn on a 320x240 thumbnail.
+    image = Image.new("RGB", (320, 240), (0, 0, 0))
+    answer = {"detections": [{"label": "x", "bbox_format": "xyxy", "bbox": [400, 200, 600, 400]}]}
+    out = np.asarray(report.draw_answer(image, answer, scale=0.5))
+    assert tuple(out[150, 200]) == report.PALETTE[0]  # left edge at x=200
+    assert tuple(out[150, 250]) == (0, 0, 0)
+
+
+def test_keypoint_marks_the_point():
+    image = Image.new("RGB", (200, 200), (0, 0, 0))
+    answer = {"label": "", "point_format": "xy", "point": [100, 60]}
+    out = np.asarray(report.draw_answer(image, answer))
+    ring = out[50:71, 90:111]
+    assert (ring == report.PALETTE[0]).all(axis=2).sum() > 20
+    assert (out[150:, :] == 0).all() and (out[:, :60] == 0).all()  # nothing far away
+
+
+def test_pick_vqa_caps_and_prefers_grounded_answers(staged):
+    dataset, staging = staged
+    _, notes = report.load_notes(dataset, staging, 0, MODULES)
+    items = [v for v in notes.vqa if v.camera == dataset.cameras[0]] * 3
+    chosen = report.pick_vqa(items, cap=6)
+    assert len(chosen) == 6
+    assert sum(v.shape in ("bbox", "keypoint") for v in chosen) >= 4
+    assert [v.t for v in chosen] == sorted(v.t for v in chosen)
+    assert report.pick_vqa(items[:3], cap=6) == items[:3]
+
+
+def test_overlay_sheet_has_a_panel_per_frame_with_boxes(staged):
+    dataset, staging = staged
+    _, notes = report.load_notes(dataset, staging, 0, MODULES)
+    cam = dataset.cameras[0]
+    items = report.pick_vqa([v for v in notes.vqa if v.camera == cam])
+    frames = report.decode_frames(dataset.episode_info(0).videos[cam], [v.t for v in items])
+    sheet = report.render_vqa_sheet(notes, cam, list(zip(items, frames, strict=True)), len(items))
+    rows = -(-len(items) // 2)
+    assert sheet.width == 2 * (360 + 14 + 330) + 3 * 14
+    assert sheet.height >= 60 + rows * 270
+    # The first panel is a bbox answer: its box edge sits at bbox x1 (scaled) in the panel.
+    assert items[0].shape == "bbox"
+    seg = dataset.episode_info(0).videos[cam]
+    x1, y1, x2, y2 = items[0].parsed["detections"][0]["bbox"]
+    scale = 360 / seg.width
+    px = np.asarray(sheet)
+    x = 14 + round(x1 * scale)
+    y = 60 + round((y1 + y2) / 2 * scale)
+    assert tuple(px[y, x]) == report.PALETTE[0]
+
+
+def test_usage_aggregates_metrics(tmp_path):
+    path = tmp_path / "logs" / "synth" / "annotate_vqa" / "episode_000000.metrics.jsonl"
+    path.parent.mkdir(parents=True)
+    records = [
+        {
+            "kind": "vqa_bbox",
+            "latency_s": float(k),
+            "prompt_tokens": 100,
+            "completion_tokens": 10,
+            "retries": k % 2,
+            "reprompted": k == 3,
+            "outcome": "ok" if k < 9 else "invalid",
+        }
+        for k in range(1, 11)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
+    rows = report.usage(report.read_metrics([path, tmp_path / "missing.jsonl"]), ["plan", "vqa"])
+    plan, vqa, kind, total = rows
+    assert plan["module"] == "plan" and plan["calls"] == 0
+    assert vqa["kind"] == "all" and kind["kind"] == "vqa_bbox"
+    assert vqa["calls"] == 10 and vqa["failed"] == 2 and vqa["invalid"] == 2
+    assert vqa["retries"] == 5 and vqa["reprompted"] == 1
+    assert vqa["prompt_tokens"] == 1000 and vqa["completion_tokens"] == 100
+    assert vqa["latency_p50_s"] == pytest.approx(5.5)
+    assert vqa["latency_p90_s"] == pytest.approx(9.1)
+    assert vqa["latency_max_s"] == 10
+    assert total["module"] == "total" and total["calls"] == 10
+    parsed = list(csv.DictReader(io.StringIO(report.usage_csv(rows))))
+    assert parsed[1]["calls"] == "10" and list(parsed[0]) == list(report.USAGE_COLUMNS)
+
+
+def test_summary_html_shows_validation_styles_and_usage():
+    validation = {
+        "ok": False,
+        "episodes_checked": 2,
+        "errors": 1,
+        "warnings": 0,
+        "rows_per_style": {"subtask": 6, "null": 2},
+        "problems": [
+            {
+                "severity": "error",
+                "episode": 1,
+                "module": "plan",
+                "timestamp": 0.5,
+                "message": "a <bad> row",
+            }
+        ],
+    }
+    page = report.summary_html(
+        dataset="synth",
+        episodes=[0, 1],
+        shown=[0, 1],
+        modules=["plan"],
+        model={"model_id": "m"},
+        validation=validation,
+        usage_rows=report.usage([], ["plan"]),
+    )
+    assert "FAILED" in page and "a &lt;bad&gt; row" in page
+    assert "speech (say tool call)" in page and "Model usage" in page
+    assert "<script" not in page
+
+
+def test_build_report_renders_every_episode_and_camera(staged, tmp_path):
+    dataset, staging = staged
+    out = tmp_path / "report"
+    result = report.build_report(
+        dataset_root=dataset.root,
+        staging_dir=staging,
+        episodes=dataset.episode_indices(),
+        modules=MODULES,
+        model={"model_id": "fake", "camera_key": None},
+        metrics_paths=[],
+        validation_json=None,
+        timelines_dir=out / "timelines",
+        overlays_dir=out / "vqa",
+        summary_path=out / "summary.html",
+        usage_path=out / "usage.csv",
+        threads=3,
+    )
+    episodes = dataset.episode_indices()
+    assert result["timelines"] == len(episodes)
+    assert result["overlays"] == len(episodes) * len(dataset.cameras)
+    assert sorted(p.name for p in (out / "timelines").iterdir()) == [
+        f"episode_{i:06d}.png" for i in episodes
+    ]
+    for i in episodes:
+        for cam in dataset.cameras:
+            with Image.open(out / "vqa" / f"episode_{i:06d}__{cam}.jpg") as im:
+                assert im.format == "JPEG" and im.width > 1000
+    with Image.open(out / "timelines" / "episode_000000.png") as im:
+        assert im.format == "PNG" and im.width == report.WIDTH
+
+
+def test_sample_episodes_is_even_and_bounded():
+    assert report.sample_episodes(range(10), cap=20) == list(range(10))
+    picked = report.sample_episodes(range(1000), cap=50)
+    assert len(picked) == 50 and picked[0] == 0 and picked[-1] == 999
+
+
+# -- the workflow and the HTML report -------------------------------------------------
+def report_results(html_text: str) -> dict:
+    match = re.search(r"var results = (\{.*?\});\n", html_text, re.S)
+    assert match, "no results in report.html"
+    return json.loads(match.group(1))
+
+
+def data_of(entry: dict) -> bytes:
+    return base64.b64decode(entry["data_uri"].split(",", 1)[1])
+
+
+def chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(install, env=env, capture_output=True)
+    return shutil.which("chromium")
+
+
+def screenshot(page: Path, png: Path, tmp_path: Path) -> None:
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium, and it cannot be installed here (not root or no apt)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)
+    cmd = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--hide-scrollbars", "--virtual-time-budget=5000", f"--screenshot={png}",
+        "--window-size=1400,1000", page.resolve().as_uri(),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def workflow_report(tmp_path_factory):
+    from smk import Workspace
+
+    from episcribe.synth import make_dataset
+
+    data = make_dataset(
+        tmp_path_factory.mktemp("data") / "synth", seed=5, episodes=3, seconds=4.0,
+        episodes_per_file=2, size=(320, 240),
+    )  # fmt: skip
+    ws = Workspace(tmp_path_factory.mktemp("ws"), data)
+    ws.first_run = ws.run()
+    ws.report_run = ws.run("--report", "report.html")
+    return ws
+
+
+def test_workflow_builds_a_report_with_every_part(workflow_report):
+    ws = workflow_report
+    assert "report" in ws.first_run.rules
+    assert (ws.root / "logs/synth/report/report.log").is_file()
+    assert (ws.root / "benchmarks/synth/report/report.tsv").is_file()
+    page = (ws.root / "report.html").read_text()
+    results = report_results(page)
+    names = sorted(entry["name"] for entry in results.values())
+    cameras = LeRobotDataset.open(ws.config["dataset__root"]).cameras
+    for i in range(3):
+        assert f"episode_{i:06d}.png" in names  # a timeline for every episode
+        for cam in cameras:
+            assert f"episode_{i:06d}__{cam}.jpg" in names
+    summary = next(e for e in results.values() if e["name"] == "summary.html")
+    html_text = data_of(summary).decode()
+    for module in MODULES:
+        assert f"<td>{module}</td>" in html_text
+    assert "Model usage" in html_text and "PASSED" in html_text
+    usage = list(csv.DictReader(io.StringIO(data_of(
+        next(e for e in results.values() if e["name"] == "usage.csv")).decode())))  # fmt: skip
+    total = next(r for r in usage if r["module"] == "total")
+    assert int(total["calls"]) > 0
+    timeline = next(e for e in results.values() if e["name"] == "episode_000000.png")
+    assert "episode 000000" in timeline["caption"].lower()
+    assert timeline["labels"] == {"episode": "000000"}
+
+
+def test_second_run_does_not_rerender(workflow_report, tmp_path):
+    run = workflow_report.run()
+    assert "report" not in run.rules
+
+
+def test_report_screenshot(workflow_report, tmp_path):
+    png = ARTIFACTS / "report.png"
+    screenshot(workflow_report.root / "report.html", png, tmp_path)
+    with Image.open(png) as im:
+        assert im.size == (1400, 1000)
+        # A rendered page, not a blank one.
+        assert len(set(im.convert("RGB").resize((140, 100)).getdata())) > 20
