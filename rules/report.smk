@@ -56,7 +56,7 @@ rule report:
             for module in PLAN.modules
             for shard in SHARDS
         ],
-    threads: min(8, workflow.cores)
+    threads: 8  # capped by --cores
     log:
         PLAN.log("report"),
     benchmark:

@@ -423,10 +423,42 @@ def test_second_run_does_not_rerender(workflow_report, tmp_path):
     assert "report" not in run.rules
 
 
-def test_report_screenshot(workflow_report, tmp_path):
-    png = ARTIFACTS / "report.png"
-    screenshot(workflow_report.root / "report.html", png, tmp_path)
-    with Image.open(png) as im:
-        assert im.size == (1400, 1000)
-        # A rendered page, not a blank one.
-        assert len(set(im.convert("RGB").resize((140, 100)).getdata())) > 20
+def open_result(page: Path, out: Path, category: str, name: str) -> Path:
+    """A copy of report.html that opens one result on load, as a click on it would."""
+    script = f"""<script>setTimeout(function () {{
+  var key = Object.keys(results).find(function (k) {{ return results[k].name === "{name}"; }});
+  var entry = results[key];
+  app.setView({{navbarMode: "subcategory", category: "{category}",
+    subcategory: Object.keys(categories["{category}"])[0],
+    content: entry.mime_type === "text/html" ? "html" : "img",
+    contentPath: entry.data_uri, resultPath: key}});
+}}, 300);</script>"""
+    text = page.read_text()
+    end = text.rfind("</body>")
+    out.write_text(text[:end] + script + text[end:])
+    return out
+
+
+def test_report_screenshots(workflow_report, tmp_path):
+    """The landing page, a timeline, an overlay and the summary, as a browser shows them."""
+    page = workflow_report.root / "report.html"
+    cam = LeRobotDataset.open(workflow_report.config["dataset__root"]).cameras[0]
+    shots = {
+        "report.png": page,
+        "report_timeline.png": open_result(
+            page, tmp_path / "timeline.html", "Timelines", "episode_000001.png"
+        ),
+        "report_vqa.png": open_result(
+            page, tmp_path / "vqa.html", "VQA overlays", f"episode_000001__{cam}.jpg"
+        ),
+        "report_summary.png": open_result(
+            page, tmp_path / "summary.html", "Summary", "summary.html"
+        ),
+    }
+    for name, html_page in shots.items():
+        png = ARTIFACTS / name
+        screenshot(html_page, png, tmp_path)
+        with Image.open(png) as im:
+            assert im.size == (1400, 1000)
+            # A rendered page, not a blank one.
+            assert len(set(im.convert("RGB").resize((140, 100)).getdata())) > 20, name

@@ -639,7 +639,7 @@ def render_vqa_sheet(
     columns: int = 2,
 ) -> Image.Image:
     """A grid of panels: the frame with the answer drawn, the question and answer beside."""
-    f_title, f_head, f_text = font(22, True), font(14, True), font(14)
+    f_title, f_head, f_text = font(22, True), font(16, True), font(16)
     cells = []
     for item, frame in panels:
         if frame is None:
@@ -658,7 +658,7 @@ def render_vqa_sheet(
     pad = 14
     cell_w = image_w + pad + text_w
     cell_h = max(
-        [max(shown.height, 22 * len(lines)) for shown, lines in cells] or [round(image_w * 0.75)]
+        [max(shown.height, 24 * len(lines)) for shown, lines in cells] or [round(image_w * 0.75)]
     )
     rows = max(1, math.ceil(len(cells) / columns))
     width = columns * cell_w + (columns + 1) * pad
@@ -674,7 +674,7 @@ def render_vqa_sheet(
         ty = y
         for colour, text, fnt in lines:
             draw.text((x + image_w + pad, ty), text, font=fnt, fill=colour)
-            ty += 22
+            ty += 24
     return sheet
 
 
@@ -893,6 +893,8 @@ def summary_html(
         cls = "module" if is_module else "kind"
         failed = row["failed"]
         cells = [_cell(name)] + [_cell(row[k]) for k in USAGE_COLUMNS[2:]]
+        if not row["calls"]:
+            cells[-4:] = ['<td class="n muted">–</td>'] * 4
         if failed:
             cells[3] = f'<td class="n bad">{failed:,}</td>'
         out.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
