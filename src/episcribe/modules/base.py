@@ -1,0 +1,262 @@
+"""What every annotation module gets for one episode, and helpers they share.
+
+A module is ``async def run_episode(ctx: EpisodeContext) -> list[dict]``: it reads the
+episode (frame timestamps, task, videos) through ``ctx``, asks the model through
+``ctx.client`` with the prompts of ``ctx.prompts``, and returns rows built with
+``language.make_row`` / ``language.speech_atom``. An answer that is missing (the client
+returns None after its retries), empty or out of range is skipped and counted in
+``ctx.skipped``; it never raises. Modules never import validation or writing code.
+
+Timestamps: every row a module emits sits on one of the episode's real frame timestamps
+(``snap`` maps any time to the nearest one, vectorised), so event rows pass validation
+and persistent rows line up with frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..dataset import Episode, LeRobotDataset
+from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url
+from ..prompts import PromptSet
+from ..vlm.client import VlmClient, user_message
+
+log = logging.getLogger(__name__)
+
+# Task strings that say nothing about the task (compared case-insensitively).
+PLACEHOLDER_TASKS = frozenset({"test", "debug", "task", "todo", "none", "n/a"})
+MIN_TASK_WORDS = 3
+
+
+class FrameSource:
+    """Decoded frames of one episode, per (camera, timestamp), with a bounded cache.
+
+    Decoding runs in a worker thread (``asyncio.to_thread``), so decodes of different
+    cameras overlap each other and the model calls in flight. Requests for the same
+    camera are serialised so a frame asked for twice is decoded once. The cache keeps at
+    most ``cache_size`` images (least recently used dropped): long episodes must not hold
+    every frame in memory.
+    """
+
+    def __init__(self, dataset: LeRobotDataset, episode: Episode, vlm: dict, cache_size: int = 128):
+        self.dataset = dataset
+        self.episode = episode
+        self.max_side = int(vlm.get("image_max_side") or 768)
+        self.quality = int(vlm.get("jpeg_quality") or 85)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, float], Image.Image] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.decoded = 0
+
+    def segment(self, camera: str):
+        return self.episode.info.videos[camera]
+
+    async def get(self, camera: str, timestamps: Sequence[float]) -> list[Image.Image]:
+        """Frames of ``camera`` at these episode timestamps, in the order asked."""
+        keys = [(camera, float(t)) for t in timestamps]
+        lock = self._locks.setdefault(camera, asyncio.Lock())
+        async with lock:
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            missing = sorted({k[1] for k in keys if k not in found})
+            if missing:
+                images = await asyncio.to_thread(decode_frames, self.segment(camera), missing)
+                self.decoded += len(missing)
+                for t, image in zip(missing, images, strict=True):
+                    found[(camera, t)] = image
+                    self._remember((camera, t), image)
+            for k in keys:
+                if k in self._cache:
+                    self._cache.move_to_end(k)
+        return [found[k] for k in keys]
+
+    def _remember(self, key: tuple[str, float], image: Image.Image) -> None:
+        self._cache[key] = image
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def data_url(self, image: Image.Image) -> str:
+        """The JPEG data URL the model is sent (longer side <= vlm.image_max_side)."""
+        return jpeg_data_url(image, self.max_side, self.quality)
+
+    async def data_urls(self, images: Sequence[Image.Image]) -> list[str]:
+        """``data_url`` of each image, encoded in a worker thread."""
+        return await asyncio.to_thread(lambda: [self.data_url(im) for im in images])
+
+    def shown_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of a ``width`` x ``height`` image as sent (same rule as encode_jpeg)."""
+        if max(width, height) <= self.max_side:
+            return width, height
+        scale = self.max_side / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    async def sheets(
+        self, camera: str, timestamps: Sequence[float], per_sheet: int
+    ) -> tuple[list[str], str]:
+        """Data URLs of the frames at ``timestamps``, timestamp burned in, and a layout line.
+
+        ``per_sheet`` > 1 packs consecutive frames into contact sheets of that many tiles
+        (fewer image tokens per frame); 1 sends each frame as its own labelled image.
+        """
+        images = await self.get(camera, timestamps)
+        labels = [f"{float(t):.3f}s" for t in timestamps]
+
+        def build() -> list[str]:
+            if per_sheet <= 1:
+                pairs = zip(images, labels, strict=True)
+                return [self.data_url(burn_label(im, lb)) for im, lb in pairs]
+            cols = 2 if per_sheet <= 4 else 3 if per_sheet <= 9 else 4
+            return [
+                self.data_url(
+                    contact_sheet(images[i : i + per_sheet], labels[i : i + per_sheet], cols)
+                )
+                for i in range(0, len(images), per_sheet)
+            ]
+
+        urls = await asyncio.to_thread(build)
+        if per_sheet <= 1:
+            layout = (
+                f"You are shown {len(urls)} image(s), one per frame in time order, each "
+                "labelled with its timestamp in seconds in the top-left corner."
+            )
+        else:
+            layout = (
+                f"You are shown {len(urls)} contact sheet(s) of up to {per_sheet} frames each; "
+                "tiles run in time order, left to right and top to bottom, and each tile is "
+                "labelled with its timestamp in seconds in its top-left corner."
+            )
+        return urls, layout
+
+
+@dataclass
+class EpisodeContext:
+    """Everything a module needs for one episode."""
+
+    dataset: LeRobotDataset
+    episode: Episode
+    client: VlmClient
+    prompts: PromptSet
+    settings: dict  # this module's config section, defaults filled
+    vlm: dict  # the vlm section; camera_key resolved to a real camera
+    seed: int | None
+    upstream: dict[str, list[dict]]  # staging rows of the modules this one depends on
+    frames: FrameSource
+    skipped: int = 0  # answers that were missing, empty, out of range or invalid
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def camera(self) -> str:
+        camera = self.vlm.get("camera_key") or self.dataset.cameras[0]
+        return camera
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self.episode.timestamps
+
+    def skip(self, what: str) -> None:
+        """Count a skipped answer, with a DEBUG line saying which."""
+        self.skipped += 1
+        log.debug("episode %06d: skipped %s", self.episode.index, what)
+
+    async def ask(self, kind: str, text: str, image_urls: Sequence[str] = (), schema=None):
+        """One model call of ``kind``: its answer dict, or None (already logged by the client)."""
+        prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
+        return await self.client.complete_json(
+            kind, [user_message(text, list(image_urls))], prompt_schema
+        )
+
+
+def rng_for(seed: int | None, episode_index: int, module: str) -> random.Random:
+    """A RNG seeded from ``f"{seed}:{episode}:{module}"`` via sha256 (stable across runs)."""
+    digest = hashlib.sha256(f"{seed}:{int(episode_index)}:{module}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def snap_indices(timestamps: np.ndarray, times: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Index of the nearest frame timestamp for each time (ties go to the earlier frame).
+
+    ``timestamps`` must be sorted ascending (frame order). Vectorised: O(n log frames).
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    right = np.clip(np.searchsorted(ts, t, side="left"), 0, len(ts) - 1)
+    left = np.clip(right - 1, 0, len(ts) - 1)
+    pick_left = np.abs(t - ts[left]) <= np.abs(ts[right] - t)
+    return np.where(pick_left, left, right)
+
+
+def frame_time(timestamps: np.ndarray, index: int) -> float:
+    """The exact stored timestamp of frame ``index`` (float32 widened to float)."""
+    return float(np.float32(timestamps[int(index)]))
+
+
+def sample_times(timestamps: np.ndarray, start: float, end: float, rate_hz: float) -> list[float]:
+    """Real frame timestamps at ``rate_hz`` ticks from ``start`` to ``end``, distinct, sorted."""
+    if rate_hz <= 0 or end < start:
+        return []
+    n = int(np.floor((end - start) * rate_hz + 1e-6)) + 1
+    ticks = start + np.arange(n, dtype=np.float64) / rate_hz
+    idx = np.unique(snap_indices(timestamps, ticks))
+    return [frame_time(timestamps, i) for i in idx]
+
+
+def format_times(times: Sequence[float]) -> str:
+    """The ``Frame timestamps (s):`` list: seconds with 3 decimals, comma-separated."""
+    return ", ".join(f"{float(t):.3f}" for t in times)
+
+
+def is_placeholder_task(task: str) -> bool:
+    """Empty, shorter than 3 words, or a placeholder like "test"."""
+    text = " ".join(task.split())
+    return (
+        not text
+        or text.lower().strip(".!") in PLACEHOLDER_TASKS
+        or len(text.split()) < MIN_TASK_WORDS
+    )
+
+
+def normalize_text(text: str) -> str:
+    """Case- and whitespace-insensitive form used for de-duplication."""
+    return " ".join(text.split()).casefold()
+
+
+def clean_text(value) -> str:
+    """A model string stripped and with inner whitespace collapsed ("" for non-strings)."""
+    return " ".join(value.split()) if isinstance(value, str) else ""
+
+
+def numbered(steps: Sequence[str]) -> str:
+    return "\n".join(f"{i}. {s}" for i, s in enumerate(steps, start=1))
+
+
+def upstream_task(ctx: EpisodeContext) -> str:
+    """The effective task the plan module used, recovered from its task_aug rows.
+
+    The plan module emits the effective task among its task_aug rows. If the dataset's
+    task is one of them, it was used as is; otherwise it was derived from the video and
+    every task_aug row is a wording of it, so the first is taken. Without plan rows: the
+    dataset's task.
+    """
+    rows = [r for r in ctx.upstream.get("plan", []) if r.get("style") == "task_aug"]
+    texts = [r["content"] for r in rows if isinstance(r.get("content"), str) and r["content"]]
+    own = " ".join(ctx.episode.task.split())
+    if not texts or any(normalize_text(t) == normalize_text(own) for t in texts):
+        return own
+    return texts[0]
+
+
+def upstream_subtasks(ctx: EpisodeContext) -> list[tuple[float, str]]:
+    """(start timestamp, instruction) of the plan module's subtasks, in time order."""
+    rows = [r for r in ctx.upstream.get("plan", []) if r.get("style") == "subtask"]
+    return sorted(
+        (float(r["timestamp"]), r["content"]) for r in rows if isinstance(r.get("content"), str)
+    )
