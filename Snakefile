@@ -25,6 +25,7 @@ include: "rules/common.smk"
 include: "rules/annotate.smk"
 include: "rules/validate.smk"
 include: "rules/write.smk"
+include: "rules/report.smk"
 
 
 rule all:

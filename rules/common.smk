@@ -63,6 +63,9 @@ def final_outputs():
     return [
         rules.write_dataset.output.manifest,
         rules.validate_staging.output.json,
+        rules.report.output.timelines,
+        rules.report.output.overlays,
+        rules.report.output.summary,
     ]
 
 
