@@ -103,3 +103,12 @@ def test_config_module_regenerates_config_yaml():
         [sys.executable, "-m", "episcribe.config"], capture_output=True, text=True, check=True
     )
     assert out.stdout == (REPO / "config.yaml").read_text()
+
+
+def test_command_line_keys_override_config_yaml_sections_in_any_order():
+    # Snakemake hands over config.yaml's sections and --config's flat keys in one dict;
+    # the flat key must win even when the section comes later.
+    raw = {"dataset__root": "/data/robot", "dataset": {"root": None, "only_episodes": None}}
+    assert resolve(raw)["dataset"]["root"] == "/data/robot"
+    raw = {"dataset": {"root": None}, "dataset.root": "/data/robot"}
+    assert resolve(raw)["dataset"]["root"] == "/data/robot"

@@ -51,12 +51,15 @@ def resolve(raw: Mapping[str, Any], schema: dict | None = None) -> dict:
 
 
 def expand_dotted_keys(raw: Mapping[str, Any]) -> dict:
-    """``{"plan__enabled": False, "vqa": {"x": 1}}`` -> ``{"plan": {"enabled": False}, ...}``."""
+    """``{"plan__enabled": False, "vqa": {"x": 1}}`` -> ``{"plan": {"enabled": False}, ...}``.
+
+    Dotted keys come from the command line, so they override a section of the same name
+    from config.yaml whatever order the two arrive in.
+    """
     out: dict = {}
-    for key, value in raw.items():
-        parts = [key]
-        for sep in KEY_SEPARATORS:
-            parts = [piece for part in parts for piece in part.split(sep)]
+    flat_last = sorted(raw.items(), key=lambda item: _split_key(item[0]) != [item[0]])
+    for key, value in flat_last:
+        parts = _split_key(key)
         if isinstance(value, Mapping):
             value = expand_dotted_keys(value)
         node = out
@@ -70,6 +73,13 @@ def expand_dotted_keys(raw: Mapping[str, Any]) -> dict:
         else:
             node[leaf] = copy.deepcopy(value)
     return out
+
+
+def _split_key(key: str) -> list[str]:
+    parts = [key]
+    for sep in KEY_SEPARATORS:
+        parts = [piece for part in parts for piece in part.split(sep)]
+    return parts
 
 
 def dotted_to_snakemake(entry: str) -> str:
