@@ -28,6 +28,15 @@ except UserError as exc:
 DATASET = PLAN.name
 SHARDS = PLAN.shards
 
+# A model server on another node (vlm.server_launcher: slurm) cannot watch this pid; the
+# main snakemake process alone keeps .episcribe/server/owner.heartbeat changing instead,
+# so the server job ends soon after a kill -9 of snakemake (job processes re-read this file).
+if (
+    config["vlm"]["server_launcher"] == "slurm"
+    and os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid())
+):
+    server.start_owner_heartbeat(SERVER_RUN_DIR)
+
 
 wildcard_constraints:
     episode=r"\d{6}",
