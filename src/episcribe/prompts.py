@@ -95,6 +95,11 @@ def _fields(template: str, where: str) -> list[str]:
                     "like {task}, and write literal braces as {{ and }}"
                 )
             base = name.split(".")[0].split("[")[0]
+            if not base.isidentifier():
+                raise UserError(
+                    f"{where} has {{{name}...}}, which is not a placeholder name: write literal "
+                    "braces (e.g. in a JSON example) as {{ and }}"
+                )
             if base not in names:
                 names.append(base)
     except ValueError as exc:

@@ -1,0 +1,141 @@
+"""Prompt templates and answer schemas: present, valid, renderable, and in step with the fake."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from episcribe.errors import UserError
+from episcribe.modules.vqa import coordinate_system
+from episcribe.prompts import MODULE_PROMPT_KINDS, Prompt, PromptSet, prompt_files, strip_notes
+from episcribe.vlm.fake_server import Request, plausible
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+KINDS = [kind for kinds in MODULE_PROMPT_KINDS.values() for kind in kinds]
+FRAMES = {"describe", "segment", "derive_task", "interjection", *MODULE_PROMPT_KINDS["vqa"]}
+# What each call kind's module passes to render(): a template may use any of these.
+FIELDS = {
+    "describe": {"camera", "layout", "window", "timestamps"},
+    "segment": {"task", "camera", "layout", "window", "timestamps", "narration", "max_steps",
+                "first", "last"},
+    "task_rephrasings": {"task", "n"},
+    "derive_task": {"camera", "layout", "timestamps", "dataset_task"},
+    "memory": {"task", "previous_memory", "completed", "remaining"},
+    "initial_speech": {"task"},
+    "interjection": {"task", "camera", "layout", "timestamps", "boundary", "previous_subtask",
+                     "next_subtask", "scenario", "scenario_hint"},
+    "plan_refresh": {"task", "done", "remaining", "interjection"},
+    **{k: {"camera", "timestamps", "coordinate_system"} for k in MODULE_PROMPT_KINDS["vqa"]},
+}  # fmt: skip
+
+
+def sample_fields(kind: str) -> dict:
+    fields = {name: f"<{name}>" for name in FIELDS[kind]}
+    fields["timestamps"] = "0.000, 0.500, 1.000"
+    fields["task"] = "Pick up the yellow bottle"
+    if "coordinate_system" in fields:
+        fields["coordinate_system"] = coordinate_system("normalized_1000", (640, 480))
+    return fields
+
+
+def objects(schema: dict):
+    yield schema
+    for sub in schema.get("properties", {}).values():
+        yield from objects(sub)
+    if isinstance(schema.get("items"), dict):
+        yield from objects(schema["items"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_call_kind_has_a_template_and_a_strict_answer_schema(kind):
+    prompt = PromptSet(PROMPTS).get(kind)
+    assert set(prompt.fields) <= FIELDS[kind], "uses only placeholders its module provides"
+    assert prompt.schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(prompt.schema)
+    for node in objects(prompt.schema):
+        if node.get("type") == "object":
+            assert node["additionalProperties"] is False
+            assert set(node["required"]) == set(node["properties"])
+    text = prompt.render(**sample_fields(kind))
+    assert "{" not in text.replace('{"', "").split("JSON object and nothing else")[0]
+    assert not text.lstrip().startswith("#"), "editor notes are not sent"
+    if kind in FRAMES:
+        assert "\nFrame timestamps (s): 0.000, 0.500, 1.000\n" in text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_fake_servers_answers_fit_the_schemas(kind):
+    # The fake answers by kind; a renamed field would make it fall back to generic values.
+    prompt = PromptSet(PROMPTS).get(kind)
+    body = {
+        "messages": [{"role": "user", "content": prompt.render(**sample_fields(kind))}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": kind, "schema": prompt.schema},
+        },
+    }
+    answer = plausible(Request(body, [(640, 480)]), random.Random(0))
+    jsonschema.validate(answer, prompt.schema)
+
+
+def test_vqa_prompts_state_the_coordinate_system():
+    prompts = PromptSet(PROMPTS)
+    for kind in MODULE_PROMPT_KINDS["vqa"]:
+        fields = sample_fields(kind)
+        assert "Coordinate system: normalized 0-1000" in prompts.get(kind).render(**fields)
+        fields["coordinate_system"] = coordinate_system("pixels", (384, 288))
+        text = prompts.get(kind).render(**fields)
+        assert "Coordinate system: pixels of the image as shown (384x288)" in text
+
+
+def test_prompt_files_are_exactly_each_modules_templates_and_schemas():
+    for module, kinds in MODULE_PROMPT_KINDS.items():
+        files = prompt_files(PROMPTS, module)
+        assert {f.name for f in files} == {
+            f"{k}{ext}" for k in kinds for ext in (".txt", ".schema.json")
+        }
+        assert all(f.is_file() for f in files)
+    on_disk = {p.name for p in PROMPTS.iterdir() if p.suffix in (".txt", ".json")}
+    assert on_disk == {f.name for m in MODULE_PROMPT_KINDS for f in prompt_files(PROMPTS, m)}
+    with pytest.raises(ValueError, match="unknown module"):
+        prompt_files(PROMPTS, "nope")
+
+
+def test_missing_placeholder_names_the_file_and_the_key(tmp_path):
+    (tmp_path / "memory.txt").write_text("# a note\nTask: {task}\nMemory: {previous}\n")
+    (tmp_path / "memory.schema.json").write_text(json.dumps({"type": "object"}))
+    prompt = PromptSet(tmp_path).get("memory")
+    assert prompt.template == "Task: {task}\nMemory: {previous}\n"
+    with pytest.raises(UserError, match=r"memory\.txt uses the placeholder \{previous\}"):
+        prompt.render(task="x", previous_memory="y")
+
+
+def test_missing_or_broken_files_are_user_errors_naming_them(tmp_path):
+    with pytest.raises(UserError, match=r"vqa_bbox\.txt is missing"):
+        PromptSet(tmp_path).get("vqa_bbox")
+    (tmp_path / "memory.txt").write_text('Answer as {"memory": ...}')
+    (tmp_path / "memory.schema.json").write_text("{}")
+    with pytest.raises(UserError, match=r"memory\.txt.*\{\{"):
+        PromptSet(tmp_path).get("memory")
+    (tmp_path / "memory.txt").write_text("ok {task}")
+    (tmp_path / "memory.schema.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"memory\.schema\.json is not valid JSON"):
+        PromptSet(tmp_path).get("memory")
+
+
+def test_prompts_are_loaded_once_and_item_limits_are_set_on_a_copy():
+    prompts = PromptSet(PROMPTS)
+    prompt = prompts.get("segment")
+    assert prompts.get("segment") is prompt
+    limited = prompt.schema_with_items("subtasks", 1, 3)
+    assert limited["properties"]["subtasks"]["maxItems"] == 3
+    assert "maxItems" not in prompt.schema["properties"]["subtasks"]
+
+
+def test_strip_notes_only_removes_the_leading_note_block():
+    assert strip_notes("# a\n# b\nText\n# kept\n") == "Text\n# kept\n"
+    assert Prompt("k", "Hi {name}", {}).render(name="Ada", extra=1) == "Hi Ada"
