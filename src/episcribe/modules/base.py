@@ -47,7 +47,7 @@ class FrameSource:
     every frame in memory.
     """
 
-    def __init__(self, dataset: LeRobotDataset, episode: Episode, vlm: dict, cache_size: int = 128):
+    def __init__(self, dataset: LeRobotDataset, episode: Episode, vlm: dict, cache_size: int = 32):
         self.dataset = dataset
         self.episode = episode
         self.max_side = int(vlm.get("image_max_side") or 768)

@@ -17,8 +17,9 @@ or a failed call is skipped and counted. So there is at most one (vqa, user) and
 (vqa, assistant) row per (timestamp, camera), and the answer is JSON (sorted keys) in its
 SPEC shape.
 
-Frames are decoded per camera in chunks, and each chunk's calls start as soon as it is
-encoded, so all calls of an episode are in flight together while memory stays bounded.
+Frames are decoded per camera (cameras concurrently) in chunks, and each chunk's calls
+start as soon as it is encoded, so all calls of an episode are in flight together while
+only one chunk of images per camera is held in memory.
 """
 
 from __future__ import annotations
@@ -55,23 +56,26 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     kinds = {(t, cam): rng.choice(QUESTION_TYPES) for t in ticks for cam in cameras}
     space = s["coordinate_space"]
 
-    calls: list[asyncio.Task] = []
+    calls: dict[tuple[float, str], asyncio.Task] = {}
+
+    async def produce(cam: str) -> None:
+        """Decode and encode ``cam``'s frames chunk by chunk, starting each chunk's calls."""
+        segment = ctx.frames.segment(cam)
+        source = (segment.width, segment.height)
+        for i in range(0, len(ticks), DECODE_CHUNK):
+            chunk = ticks[i : i + DECODE_CHUNK]
+            images = await ctx.frames.get(cam, chunk)
+            urls = await ctx.frames.data_urls(images)
+            for t, image, url in zip(chunk, images, urls, strict=True):
+                shown = ctx.frames.shown_size(*image.size)
+                coro = _pair(ctx, t, cam, kinds[(t, cam)], url, space, shown, source)
+                calls[(t, cam)] = asyncio.ensure_future(coro)
+
     try:
-        for cam in cameras:
-            segment = ctx.frames.segment(cam)
-            for i in range(0, len(ticks), DECODE_CHUNK):
-                chunk = ticks[i : i + DECODE_CHUNK]
-                images = await ctx.frames.get(cam, chunk)
-                urls = await ctx.frames.data_urls(images)
-                for t, image, url in zip(chunk, images, urls, strict=True):
-                    shown = ctx.frames.shown_size(*image.size)
-                    source = (segment.width, segment.height)
-                    coro = _pair(ctx, t, cam, kinds[(t, cam)], url, space, shown, source)
-                    calls.append(asyncio.ensure_future(coro))
-                del images, urls
-        results = await asyncio.gather(*calls)
+        await asyncio.gather(*(produce(cam) for cam in cameras))
+        results = await asyncio.gather(*(calls[(t, cam)] for t in ticks for cam in cameras))
     finally:
-        for call in calls:
+        for call in calls.values():
             call.cancel()
     return [row for pair in results for row in pair]
 
