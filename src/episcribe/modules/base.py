@@ -20,7 +20,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -151,7 +151,6 @@ class EpisodeContext:
     upstream: dict[str, list[dict]]  # staging rows of the modules this one depends on
     frames: FrameSource
     skipped: int = 0  # answers that were missing, empty, out of range or invalid
-    notes: list[str] = field(default_factory=list)
 
     @property
     def camera(self) -> str:
