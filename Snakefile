@@ -36,7 +36,7 @@ rule all:
 
 onsuccess:
     stop_model_server()
-    print(f"Annotated dataset: {PLAN.destination() or PLAN.dataset.root}")
+    print(f"Annotated dataset: {Path(PLAN.destination() or PLAN.dataset.root).resolve()}")
 
 
 onerror:

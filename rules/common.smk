@@ -17,7 +17,9 @@ from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan
 # when the run ends, however it ends. setdefault: job subprocesses re-read this file.
 os.environ.setdefault("EPISCRIBE_OWNER_PID", str(os.getpid()))
 
-PROMPTS = Path(workflow.basedir) / "prompts"
+# Relative to the working directory, so input paths stay the same when the checkout moves
+# (absolute paths would make a copied or renamed checkout re-run every job).
+PROMPTS = Path(os.path.relpath(Path(workflow.basedir) / "prompts"))
 
 try:
     config.update(resolve(config))
@@ -63,13 +65,15 @@ def job_params(module, shard):
     return PLAN.module_params(module, shard) | {
         "staging_dir": str(PLAN.staging_dir),
         "cache_dir": str(PLAN.results / "cache"),
-        "prompts_dir": str(PROMPTS),
         "upstream_modules": PLAN.upstream(module),
     }
 
 
 def final_outputs():
-    return [
+    # The staging files are targets themselves: Snakemake does not rebuild a deleted
+    # intermediate file while everything downstream of it is up to date, and deleting
+    # one episode's file is how a user asks for that episode to be redone.
+    return PLAN.all_staging() + [
         rules.write_dataset.output.manifest,
         rules.validate_staging.output.json,
         rules.report.output.timelines,

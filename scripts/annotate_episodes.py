@@ -16,7 +16,8 @@ def main(smk):
             episodes=list(p.episodes),
             staging_dir=Path(p.staging_dir),
             cache_dir=Path(p.cache_dir),
-            prompts_dir=Path(p.prompts_dir),
+            # The prompt files are the job's inputs; where the checkout lives is no param.
+            prompts_dir=Path(smk.input.prompts[0]).parent,
             settings=dict(p.settings),
             model=dict(p.model),
             seed=p.seed,

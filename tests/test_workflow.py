@@ -19,6 +19,8 @@ from smk import Workspace, terminate
 from episcribe.language import EVENT_COLUMN, PERSISTENT_COLUMN
 
 DATASET_OPTS = dict(episodes=3, seconds=3.0, fps=10, episodes_per_file=2)
+# What re-runs after any staging file changed: validation, the write and the report.
+DOWNSTREAM = {"validate_staging", "write_dataset", "render_report", "all"}
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -87,14 +89,14 @@ def test_vqa_prompt_edit_reruns_only_vqa_then_validate_and_write(baseline, tmp_p
     prompt = ws.root / "prompts" / "vqa_count.txt"
     prompt.write_text(prompt.read_text() + "\nCount carefully.\n")
     run = ws.run()
-    assert run.modules_run() == {"annotate_vqa", "validate_staging", "write_dataset", "all"}
+    assert run.modules_run() == {"annotate_vqa"} | DOWNSTREAM
     assert len([r for r in run.rules if r.startswith("annotate_vqa__")]) == 3
 
 
 def test_vqa_config_change_reruns_only_vqa(baseline, tmp_path):
     ws = copy_of(baseline, tmp_path)
     run = ws.run(vqa__vqa_emission_hz=2)
-    assert run.modules_run() == {"annotate_vqa", "validate_staging", "write_dataset", "all"}
+    assert run.modules_run() == {"annotate_vqa"} | DOWNSTREAM
 
 
 def test_plan_config_change_reruns_plan_and_what_builds_on_it(baseline, tmp_path):
@@ -104,10 +106,7 @@ def test_plan_config_change_reruns_plan_and_what_builds_on_it(baseline, tmp_path
         "annotate_plan",
         "annotate_interjections",
         "annotate_plan_update",
-        "validate_staging",
-        "write_dataset",
-        "all",
-    }
+    } | DOWNSTREAM
 
 
 def test_deleting_one_staging_file_reruns_only_that_episode(baseline, tmp_path):

@@ -128,7 +128,9 @@ class WorkflowPlan:
         output = self.config["output"]
         if output["in_place"]:
             return None
-        return str(Path(output["root"] or self.results / "annotated").resolve())
+        # Kept as given (relative to the working directory by default): an absolute path
+        # would change with the checkout's location and re-run the write for nothing.
+        return str(Path(output["root"] or self.results / "annotated"))
 
     # -- rule inputs and params ------------------------------------------------------
     def upstream(self, module: str) -> list[str]:
