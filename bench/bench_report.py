@@ -27,7 +27,7 @@ from episcribe.synth import make_dataset  # noqa: E402
 
 
 def size_of(paths) -> tuple[int, int]:
-    files = [p for p in paths if p.is_file()]
+    files = [p for p in paths if p.suffix in (".png", ".jpg")]
     return len(files), sum(p.stat().st_size for p in files)
 
 

@@ -48,14 +48,12 @@ rule report:
         dataset_root=str(PLAN.dataset.root),
         dataset_name=DATASET,
         staging_dir=str(PLAN.staging_dir),
-        episodes=PLAN.episodes,
         modules=PLAN.modules,
         model=PLAN.model,
-        metrics=[
-            PLAN.log(f"annotate_{module}", shard, ".metrics.jsonl")
-            for module in PLAN.modules
-            for shard in SHARDS
-        ],
+        # Small params only: the report repeats a job's params beside every file it shows.
+        # The episodes are those of the validation report; the metrics files are found
+        # below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
+        logs_dir=str(Path("logs") / DATASET),
     threads: 8  # capped by --cores
     log:
         PLAN.log("report"),

@@ -265,6 +265,18 @@ def test_usage_aggregates_metrics(tmp_path):
     assert parsed[1]["calls"] == "10" and list(parsed[0]) == list(report.USAGE_COLUMNS)
 
 
+def test_metrics_files_of_this_run_only(tmp_path):
+    for name in ("episode_000001", "episode_000007", "episodes_000002-000003", "junk"):
+        path = tmp_path / "annotate_vqa" / f"{name}.metrics.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("")
+    found = report.metrics_files(tmp_path, ["plan", "vqa"], [1, 2, 3])
+    assert [p.name for p in found] == [
+        "episode_000001.metrics.jsonl",
+        "episodes_000002-000003.metrics.jsonl",
+    ]
+
+
 def test_summary_html_shows_validation_styles_and_usage():
     validation = {
         "ok": False,

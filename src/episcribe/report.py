@@ -719,6 +719,30 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> list[dict]:
     return records
 
 
+def metrics_files(
+    logs_dir: str | os.PathLike, modules: Iterable[str], episodes: Iterable[int]
+) -> list[Path]:
+    """The metrics files of the annotate jobs of these modules and episodes.
+
+    ``{logs_dir}/annotate_{module}/{shard}.metrics.jsonl`` where shard is
+    ``episode_000012`` or ``episodes_000000-000019``; files of shards whose first or last
+    episode is not in ``episodes`` (left from an earlier run over others) are skipped.
+    """
+    wanted = set(int(e) for e in episodes)
+    found = []
+    for module in modules:
+        for path in sorted(Path(logs_dir, f"annotate_{module}").glob("*.metrics.jsonl")):
+            label = path.name.removesuffix(".metrics.jsonl")
+            bounds = label.split("_", 1)[-1].split("-")
+            try:
+                first, last = int(bounds[0]), int(bounds[-1])
+            except ValueError:
+                continue
+            if first in wanted and last in wanted:
+                found.append(path)
+    return found
+
+
 def _usage_row(module: str, kind: str, records: list[dict]) -> dict:
     latencies = np.array([float(r.get("latency_s") or 0.0) for r in records])
     outcomes = Counter(r.get("outcome") for r in records)
