@@ -132,8 +132,12 @@ def test_startup_timeout_points_at_the_replica_log(run_dir):
     assert str(run_dir / "replica_0.log") in message and "loading weights" in message
     assert "startup_timeout_s" in message
     assert wait_until(lambda: "exited" in (run_dir / "supervisor.log").read_text(), 10)
-    out = subprocess.run(["pgrep", "-f", "loading weights"], capture_output=True, text=True)
-    assert out.stdout.strip() == ""  # the stuck replica was killed
+
+    def replica_gone() -> bool:
+        out = subprocess.run(["pgrep", "-f", "loading weights"], capture_output=True, text=True)
+        return out.stdout.strip() == ""
+
+    assert wait_until(replica_gone, 10)  # the stuck replica was killed
 
 
 def test_replica_crash_during_startup_is_reported_with_its_log(run_dir):
