@@ -14,7 +14,14 @@ and the upstream modules' staging files (interjections <- plan; plan_update <- p
 interjections). Params: its own config section, the model identity, the seed where the
 module draws from it. So editing prompts/vqa_*.txt re-runs only annotate_vqa jobs.
 Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode.
+
+Priorities: the latency-bound chain plan -> interjections -> plan_update goes first (and
+deeper stages before new plan shards, so each shard's chain completes early); the
+throughput-bound vqa jobs, which alone keep the model server full, fill the cores left.
 """
+
+# Higher runs first among ready jobs (Snakemake's default priority is 0).
+PRIORITY = {"plan_update": 30, "interjections": 20, "plan": 10, "vqa": 0}
 
 
 for module in PLAN.modules:
@@ -37,6 +44,7 @@ for module in PLAN.modules:
             # one submission: --group-components annotate=N there. No effect on local runs.
             group:
                 "annotate"
+            priority: PRIORITY[module]
             resources:
                 vlm=1,
                 # Cluster resources of one job: CPU-side work only (decoding frames, HTTP),

@@ -22,9 +22,6 @@ from .modules import DEPENDS_ON, RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .prompts import PromptSet, prompt_files
 from .staging import read_rows, staging_file, write_rows
-from .vlm import server
-from .vlm.client import VlmClient
-from .vlm.slots import SlotPool
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +138,12 @@ def _job_identity(spec: JobSpec) -> str:
 
 
 async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary) -> None:
+    # Imported here: the openai client costs ~0.5 s of start-up, which a job whose
+    # episodes all come from the cache (a rebuild, a changed --cores) need not pay.
+    from .vlm import server
+    from .vlm.client import VlmClient
+    from .vlm.slots import SlotPool
+
     urls = server.ensure(spec.vlm, spec.run_dir)
     slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
     limit = asyncio.Semaphore(spec.episode_concurrency)

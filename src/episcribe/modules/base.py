@@ -21,6 +21,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,9 @@ from PIL import Image
 from ..dataset import Episode, LeRobotDataset
 from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url
 from ..prompts import PromptSet
-from ..vlm.client import VlmClient, user_message
+
+if TYPE_CHECKING:  # openai costs ~0.5 s to import: only jobs that call the model pay it
+    from ..vlm.client import VlmClient
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,8 @@ class EpisodeContext:
 
     async def ask(self, kind: str, text: str, image_urls: Sequence[str] = (), schema=None):
         """One model call of ``kind``: its answer dict, or None (already logged by the client)."""
+        from ..vlm.client import user_message
+
         prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
         return await self.client.complete_json(
             kind, [user_message(text, list(image_urls))], prompt_schema
