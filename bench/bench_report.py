@@ -60,7 +60,7 @@ def main() -> None:
         print(f"workflow (fake server, {args.cores} cores): {time.monotonic() - t0:.1f} s")
 
         out = ws.root / "results" / "synth" / "report"
-        bench = ws.root / "benchmarks" / "synth" / "report" / "report.tsv"
+        bench = ws.root / "benchmarks" / "synth" / "render_report" / "render_report.tsv"
         with open(bench) as fh:
             row = next(csv.DictReader(fh, delimiter="\t"))
         n_tl, tl = size_of((out / "timelines").iterdir())

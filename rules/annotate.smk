@@ -1,12 +1,12 @@
 """The annotation rules: one per module and shard of episodes.
 
-  annotate_plan__<shard>           subtasks (describe -> segment), plan, memory, task_aug
-  annotate_interjections__<shard>  initial speech; interjections + spoken replies
-  annotate_plan_update__<shard>    a refreshed plan at every interjection
-  annotate_vqa__<shard>            frame-grounded question/answer pairs, per camera
+  annotate_plan_<shard>           subtasks (describe -> segment), plan, memory, task_aug
+  annotate_interjections_<shard>  initial speech; interjections + spoken replies
+  annotate_plan_update_<shard>    a refreshed plan at every interjection
+  annotate_vqa_<shard>            frame-grounded question/answer pairs, per camera
 
-<shard> is episode_000012, or episodes_000000-000019 when a job covers several episodes
-(datasets over 500 episodes; workflow.episodes_per_job).
+<shard> is e12 for the job of episode 12, or s3 for the third shard when a job covers
+several episodes (workflow.episodes_per_job); its log is named after its episodes.
 
 Inputs of each job: exactly the prompt templates and answer schemas its module uses
 (episcribe.prompts.MODULE_PROMPT_KINDS), the data shards and videos holding its episodes,
@@ -29,7 +29,7 @@ for module in PLAN.modules:
 
         rule:
             name:
-                f"annotate_{module}__{shard.label}"
+                shard.rule_name(module)
             input:
                 **job_inputs(module, shard),
             output:

@@ -76,9 +76,9 @@ def final_outputs():
     return PLAN.all_staging() + [
         rules.write_dataset.output.manifest,
         rules.validate_staging.output.json,
-        rules.report.output.timelines,
-        rules.report.output.overlays,
-        rules.report.output.summary,
+        rules.render_report.output.timelines,
+        rules.render_report.output.overlays,
+        rules.render_report.output.summary,
     ]
 
 

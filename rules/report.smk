@@ -12,7 +12,7 @@ Episodes render on a thread pool (frames are decoded by seeking, so this is chea
 """
 
 
-rule report:
+rule render_report:
     input:
         staging=PLAN.all_staging(),
         validation=rules.validate_staging.output.json,
@@ -56,8 +56,8 @@ rule report:
         logs_dir=str(Path("logs") / DATASET),
     threads: 8  # capped by --cores
     log:
-        PLAN.log("report"),
+        PLAN.log("render_report"),
     benchmark:
-        PLAN.benchmark("report")
+        PLAN.benchmark("render_report")
     script:
         "../scripts/render_report.py"

@@ -53,7 +53,8 @@ class Run:
         return RULE_LINE.findall(self.output)
 
     def modules_run(self) -> set[str]:
-        return {r.split("__")[0] for r in self.rules}
+        """Rule names without their shard suffix: annotate_vqa_e1 -> annotate_vqa."""
+        return {re.sub(r"_[es]\d+$", "", r) for r in self.rules}
 
 
 class Workspace:

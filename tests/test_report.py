@@ -405,7 +405,7 @@ def workflow_report(tmp_path_factory):
 
 def test_workflow_builds_a_report_with_every_part(workflow_report):
     ws = workflow_report
-    assert "report" in ws.first_run.rules
+    assert "render_report" in ws.first_run.rules
     assert (ws.root / "logs/synth/report/report.log").is_file()
     assert (ws.root / "benchmarks/synth/report/report.tsv").is_file()
     page = (ws.root / "report.html").read_text()
@@ -432,7 +432,7 @@ def test_workflow_builds_a_report_with_every_part(workflow_report):
 
 def test_second_run_does_not_rerender(workflow_report, tmp_path):
     run = workflow_report.run()
-    assert "report" not in run.rules
+    assert "render_report" not in run.rules
 
 
 def open_result(page: Path, out: Path, category: str, name: str) -> Path:

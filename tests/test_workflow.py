@@ -1,6 +1,6 @@
 """The workflow end to end: real `snakemake` processes, real files, the fake model server.
 
-Which jobs ran is read from snakemake's own output ("rule annotate_vqa__episode_000001:").
+Which jobs ran is read from snakemake's own output ("rule annotate_vqa_e1:").
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_vqa_prompt_edit_reruns_only_vqa_then_validate_and_write(baseline, tmp_p
     prompt.write_text(prompt.read_text() + "\nCount carefully.\n")
     run = ws.run()
     assert run.modules_run() == {"annotate_vqa"} | DOWNSTREAM
-    assert len([r for r in run.rules if r.startswith("annotate_vqa__")]) == 3
+    assert len([r for r in run.rules if r.startswith("annotate_vqa_e")]) == 3
 
 
 def test_vqa_config_change_reruns_only_vqa(baseline, tmp_path):
@@ -113,7 +113,7 @@ def test_deleting_one_staging_file_reruns_only_that_episode(baseline, tmp_path):
     ws = copy_of(baseline, tmp_path)
     (ws.root / "results/synth/staging/episode_000001/vqa.jsonl").unlink()
     run = ws.run()
-    assert [r for r in run.rules if r.startswith("annotate_")] == ["annotate_vqa__episode_000001"]
+    assert [r for r in run.rules if r.startswith("annotate_")] == ["annotate_vqa_e1"]
 
 
 def test_only_episodes_annotates_just_those(dataset, tmp_path):
@@ -163,7 +163,7 @@ def test_switching_dataset_root_never_mixes_two_datasets(tmp_path):
     ws = Workspace(tmp_path / "ws", first)
     ws.run()
     run = ws.run(dataset__root=str(second))
-    assert "annotate_plan__episode_000000" in run.rules, "a new root must re-annotate"
+    assert "annotate_plan_e0" in run.rules, "a new root must re-annotate"
     rows = [
         json.loads(line)
         for line in (ws.root / "results/robot/staging/episode_000000/plan.jsonl")
@@ -213,7 +213,7 @@ def test_a_failing_job_names_the_problem_and_stops_the_server(dataset, tmp_path)
 def test_sharded_run_equals_per_episode_run_and_rebuilds_one_episode(baseline, dataset, tmp_path):
     ws = Workspace(tmp_path, dataset, workflow__episodes_per_job=2)
     run = ws.run()
-    assert "annotate_vqa__episodes_000000-000001" in run.rules
+    assert "annotate_vqa_s0" in run.rules
     assert ws.staging("synth") == baseline.staging("synth")
 
     calls_before = len(ws.fake_requests())
@@ -222,7 +222,7 @@ def test_sharded_run_equals_per_episode_run_and_rebuilds_one_episode(baseline, d
     target.unlink()
     run = ws.run()
     assert [r for r in run.rules if r.startswith("annotate_")] == [
-        "annotate_vqa__episodes_000000-000001"
+        "annotate_vqa_s0"
     ]
     # One call per VQA pair of episode 1, none for episode 0 (restored from the cache).
     assert len(ws.fake_requests()) - calls_before == len(rows) // 2

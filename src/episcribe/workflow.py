@@ -38,12 +38,24 @@ SEEDED_MODULES = ("interjections", "vqa")
 class Shard:
     """Consecutive episodes annotated by one job of each module."""
 
+    number: int
     episodes: tuple[int, ...]
 
     @property
     def label(self) -> str:
+        """Names the shard's log and benchmark files after its episodes."""
         first, last = self.episodes[0], self.episodes[-1]
         return f"episode_{first:06d}" if first == last else f"episodes_{first:06d}-{last:06d}"
+
+    def rule_name(self, module: str) -> str:
+        """``annotate_vqa_e12`` (one episode) or ``annotate_vqa_s3`` (shard 3).
+
+        Short on purpose: a cluster group job is named after five of its rules, and the
+        executor's temporary files carry that name, which must fit in 255 bytes.
+        """
+        if len(self.episodes) == 1:
+            return f"annotate_{module}_e{self.episodes[0]}"
+        return f"annotate_{module}_s{self.number}"
 
 
 def dataset_name(config: dict) -> str:
@@ -70,7 +82,10 @@ def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> l
             per_job = 1
         else:
             per_job = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
-    return [Shard(tuple(episodes[i : i + per_job])) for i in range(0, len(episodes), per_job)]
+    return [
+        Shard(number, tuple(episodes[start : start + per_job]))
+        for number, start in enumerate(range(0, len(episodes), per_job))
+    ]
 
 
 class WorkflowPlan:
