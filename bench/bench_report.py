@@ -5,7 +5,7 @@
 Builds a synthetic dataset (short episodes, two 160x120 H.264 cameras), runs the whole
 workflow with the fake model server in a throw-away workspace, then
 `snakemake --report report.html`, and prints:
-- the report rule's own time (its benchmark TSV) and the rendered files' total sizes;
+- the render_report rule's own time (its benchmark TSV) and the rendered files' total sizes;
 - the wall time of `snakemake --report` and the size of report.html.
 Prints numbers, asserts nothing.
 """
@@ -65,7 +65,7 @@ def main() -> None:
             row = next(csv.DictReader(fh, delimiter="\t"))
         n_tl, tl = size_of((out / "timelines").iterdir())
         n_ov, ov = size_of((out / "vqa").iterdir())
-        print(f"report rule: {float(row['s']):.1f} s, max RSS {row['max_rss']} MB")
+        print(f"render_report rule: {float(row['s']):.1f} s, max RSS {row['max_rss']} MB")
         print(f"  timelines: {n_tl} files, {mb(tl)} ({tl / max(n_tl, 1) / 1e3:.0f} KB each)")
         print(f"  overlays:  {n_ov} files, {mb(ov)} ({ov / max(n_ov, 1) / 1e3:.0f} KB each)")
 

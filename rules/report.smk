@@ -1,4 +1,4 @@
-"""report: what `snakemake --report report.html` shows, rendered in one job.
+"""render_report: what `snakemake --report report.html` shows, rendered in one job.
 
 Inputs: every staging file and the validation report. The model-usage metrics that the
 annotate jobs leave beside their logs (logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl)

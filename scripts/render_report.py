@@ -1,4 +1,4 @@
-"""Entry point of the report rule: timelines, VQA overlays and the run summary."""
+"""Entry point of the render_report rule: timelines, VQA overlays and the run summary."""
 
 import json
 from pathlib import Path

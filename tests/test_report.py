@@ -406,8 +406,8 @@ def workflow_report(tmp_path_factory):
 def test_workflow_builds_a_report_with_every_part(workflow_report):
     ws = workflow_report
     assert "render_report" in ws.first_run.rules
-    assert (ws.root / "logs/synth/report/report.log").is_file()
-    assert (ws.root / "benchmarks/synth/report/report.tsv").is_file()
+    assert (ws.root / "logs/synth/render_report/render_report.log").is_file()
+    assert (ws.root / "benchmarks/synth/render_report/render_report.tsv").is_file()
     page = (ws.root / "report.html").read_text()
     results = report_results(page)
     names = sorted(entry["name"] for entry in results.values())

@@ -14,7 +14,7 @@ will be trained on:
   model usage per module and call kind (calls, retries, failures, tokens, latency
   percentiles) aggregated from the client's metrics files.
 
-The workflow's ``report`` rule calls :func:`build_report` once for the whole dataset
+The workflow's ``render_report`` rule calls :func:`build_report` once for the whole dataset
 (one Snakemake job, episodes rendered on a thread pool).
 """
 
