@@ -22,6 +22,7 @@ from .modules import DEPENDS_ON, RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .prompts import PromptSet, prompt_files
 from .staging import read_rows, staging_file, write_rows
+from .vlm import server
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def model_identity(vlm: dict, camera_key: str) -> dict:
 
 def run_job(spec: JobSpec) -> JobSummary:
     started = time.monotonic()
+    server.exit_when_owner_dies()
     if spec.metrics_path is not None:
         # The metrics describe this job's calls only (a re-run must not double count).
         spec.metrics_path.unlink(missing_ok=True)
@@ -140,7 +142,6 @@ def _job_identity(spec: JobSpec) -> str:
 async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary) -> None:
     # Imported here: the openai client costs ~0.5 s of start-up, which a job whose
     # episodes all come from the cache (a rebuild, a changed --cores) need not pay.
-    from .vlm import server
     from .vlm.client import VlmClient
     from .vlm.slots import SlotPool
 

@@ -124,6 +124,27 @@ def alive(pid: int | None, ticks: int | None) -> bool:
     return ticks is not None and start_ticks(pid) == ticks
 
 
+def exit_when_owner_dies(interval_s: float = 2.0) -> None:
+    """End this process soon after the snakemake that started it dies.
+
+    A killed snakemake runs no clean-up, and its running jobs would go on calling the
+    model for a run nobody waits for. Only an owner on this host can be watched: on a
+    cluster node the pid means nothing, so there the job is left alone.
+    """
+    pid, ticks = _owner()
+    if pid is None:
+        return
+
+    def watch() -> None:
+        while alive(pid, ticks):
+            time.sleep(interval_s)
+        log.error("snakemake (pid %d) is gone; ending this job", pid)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="owner watchdog", daemon=True).start()
+
+
 def _owner() -> tuple[int | None, int | None]:
     raw = os.environ.get(OWNER_ENV, "")
     pid = int(raw) if raw.isdigit() else None
