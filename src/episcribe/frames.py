@@ -83,15 +83,37 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
     container.seek(int(seek_to / tb), stream=stream, backward=True, any_frame=False)
 
     chosen: list[_Decoded | None] = [None] * len(targets)
-    decoded = 0
+    decoded = seeks = 0
     j = 0  # next target, as a position in `order`
     prev: _Decoded | None = None
-    for frame in container.decode(stream):
+    # Keyframe times seen, to skip ahead: when the next target lies at least one keyframe
+    # interval beyond the last keyframe, seek to it instead of decoding every frame between
+    # (sparse targets, e.g. 1 Hz ticks in a 30 fps video, decode a fraction of the frames).
+    # Every frame is still decoded from its own GOP's keyframe, as the first target's is.
+    key_times: list[float] = []
+    resought, skip_ahead, left_at = False, True, 0.0
+    frames = container.decode(stream)
+    while True:
+        frame = next(frames, None)
+        if frame is None:
+            break
         if frame.pts is None:
             continue
         decoded += 1
         current = _Decoded(frame, float(frame.pts * tb))
-        if prev is None and current.time > first + half and seek_to > 0:
+        if resought:
+            resought = False
+            if current.time > seek_to + 1e-6:
+                # Landed after the seek point: the frame before it might be the closest one.
+                container.seek(0, stream=stream, backward=True, any_frame=False)
+                return _pick_from_start(container, stream, targets, period, where, timestamps)
+            if current.time <= left_at:
+                # No keyframe where the interval promised one (irregular GOPs): this seek
+                # went back; decode straight through from here on.
+                skip_ahead = False
+        if frame.key_frame and (not key_times or current.time > key_times[-1]):
+            key_times.append(current.time)
+        if seeks == 0 and prev is None and current.time > first + half and seek_to > 0:
             # The demuxer landed after the target (a broken index): decode from the start.
             log.warning(
                 "%s: seeking to %.3fs landed at %.3fs; decoding from the start of the file",
@@ -110,12 +132,18 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
         prev = current
         if j == len(order) or current.time > last + half:
             break
+        if skip_ahead and len(key_times) >= 2 and targets[order[j]] > current.time + period:
+            interval = key_times[-1] - key_times[-2]
+            ahead = targets[order[j]] - half
+            if interval > 0 and ahead >= key_times[-1] + interval and ahead > current.time:
+                seek_to = ahead
+                container.seek(int(seek_to / tb), stream=stream, backward=True, any_frame=False)
+                frames = container.decode(stream)
+                prev, resought, seeks, left_at = None, True, seeks + 1, current.time
     while j < len(order):  # targets after the last decoded frame
         chosen[order[j]] = prev
         j += 1
-    log.debug(
-        "%s: decoded %d frames from %.3fs for %d targets", where, decoded, seek_to, len(order)
-    )
+    log.debug("%s: decoded %d frames, %d seeks, for %d targets", where, decoded, seeks, len(order))
     return _images(chosen, targets, period, where, timestamps)
 
 
