@@ -15,7 +15,9 @@ Episodes render on a thread pool (frames are decoded by seeking, so this is chea
 rule render_report:
     input:
         staging=PLAN.all_staging(),
-        validation=rules.validate_staging.output.json,
+        # A plain path: a rules.validate_staging.output reference beside 40,000 staging
+        # inputs makes the DAG build quadratic (see final_outputs in common.smk).
+        validation=f"results/{DATASET}/validation/report.json",
     output:
         timelines=report(
             directory(f"results/{DATASET}/report/timelines"),
