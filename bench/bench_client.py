@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from episcribe.config import resolve
 from episcribe.vlm import server
 from episcribe.vlm.client import VlmClient, user_message
 from episcribe.vlm.slots import SlotPool
@@ -36,24 +37,15 @@ SCHEMA = {
 
 
 def settings(args) -> dict:
-    return {
+    """The vlm config section with the schema's defaults, for a fake server."""
+    vlm = {
         "backend": "fake",
         "model_id": "bench/model",
         "api_base": "http://127.0.0.1:9/v1",  # nothing listens: the fake server is started
-        "api_key": "EMPTY",
-        "serve_command": "auto",
-        "parallel_servers": 1,
-        "num_gpus": 0,
-        "max_model_len": None,
-        "extra_serve_args": [],
         "startup_timeout_s": 60,
-        "idle_timeout_s": 600,
-        "fake": {
-            "latency_ms": args.latency_ms,
-            "max_concurrency": args.concurrency,
-            "fault_rate": 0.0,
-        },
+        "fake": {"latency_ms": args.latency_ms, "max_concurrency": args.concurrency},
     }
+    return resolve({"vlm": vlm})["vlm"]
 
 
 def bench_ensure(cfg: dict, run_dir: Path, repeat: int = 200, cli_repeat: int = 10) -> None:

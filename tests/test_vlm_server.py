@@ -14,27 +14,21 @@ from pathlib import Path
 import pytest
 from test_fake_server import MODEL, SCHEMAS, free_port, read_log, run_fake, wait_until
 
+from episcribe.config import resolve
 from episcribe.errors import ServerError
 from episcribe.vlm import server
 from episcribe.vlm.client import VlmClient, user_message
 
 
 def settings(**overrides) -> dict:
-    base = {
+    """The vlm config section with the schema's defaults, for a fake server."""
+    vlm = {
         "backend": "fake",
         "model_id": MODEL,
         "api_base": f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
-        "api_key": "EMPTY",
-        "serve_command": "auto",
-        "parallel_servers": 1,
-        "num_gpus": 0,
-        "max_model_len": None,
-        "extra_serve_args": [],
         "startup_timeout_s": 20,
-        "idle_timeout_s": 600,
-        "fake": {"latency_ms": 0, "max_concurrency": 0, "fault_rate": 0.0},
     }
-    return base | overrides
+    return resolve({"vlm": vlm})["vlm"] | overrides
 
 
 def processes(run_dir: Path) -> list[tuple[int, int]]:
