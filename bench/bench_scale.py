@@ -79,7 +79,10 @@ def run(ws: Workspace, args, *extra: str) -> tuple[float, str, int, float]:
 
 def create_outputs(ws: Workspace, dataset: Path, config: dict) -> int:
     """Create every output of the DAG, older to newer along the DAG's edges."""
-    cfg = resolve({**config, "dataset__root": str(dataset)})
+    import yaml  # --config values are YAML, as snakemake reads them
+
+    typed = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in config.items()}
+    cfg = resolve({**typed, "dataset__root": str(dataset)})
     cwd = os.getcwd()
     os.chdir(ws.root)
     try:
