@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from episcribe.cache import forget_deleted
 from episcribe.config import resolve
 from episcribe.errors import UserError
 from episcribe.vlm import server
@@ -29,6 +30,12 @@ except UserError as exc:
 
 DATASET = PLAN.name
 SHARDS = PLAN.shards
+
+# A staging file the user deleted means "annotate this episode anew": forget its cached
+# rows before any job runs. Only the main process may judge this; job processes (and
+# cluster jobs) re-read this file after Snakemake itself removed their outputs.
+if os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid()):
+    forget_deleted(PLAN.results / "cache", PLAN.staging_dir, PLAN.modules)
 
 # A model server on another node (vlm.server_launcher: slurm) cannot watch this pid; the
 # main snakemake process alone keeps .episcribe/server/owner.heartbeat changing instead,

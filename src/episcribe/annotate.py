@@ -21,7 +21,7 @@ from .dataset import LeRobotDataset
 from .modules import DEPENDS_ON, RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .prompts import PromptSet, prompt_files
-from .staging import read_rows, staging_file, write_rows
+from .staging import read_rows, staging_file
 from .vlm import server
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def run_job(spec: JobSpec) -> JobSummary:
         if rows is None:
             pending.append((index, key, upstream))
             continue
-        write_rows(staging_file(spec.staging_dir, index, spec.module), rows)
+        cache.deliver(key, rows, spec.staging_dir, index)
         summary.cached += 1
         summary.rows += len(rows)
         log.info("episode %06d: %d rows restored from cache", index, len(rows))
@@ -179,7 +179,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
                 )
                 rows = await RUNNERS[spec.module](ctx)
                 cache.put(key, rows)
-                write_rows(staging_file(spec.staging_dir, index, spec.module), rows)
+                cache.deliver(key, rows, spec.staging_dir, index)
                 summary.annotated += 1
                 summary.rows += len(rows)
                 summary.skipped += ctx.skipped

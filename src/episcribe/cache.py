@@ -11,6 +11,11 @@ The key covers everything that can change a module's answer: the module's prompt
 schema texts, its config section, the model identity, the seed, the episode's data
 fingerprint and the upstream staging rows it reads. Entries are never updated in place;
 a changed input is a new key. ``rm -r results/<dataset>/cache`` clears it.
+
+Deleting an episode's staging file asks for that episode to be annotated anew, not
+restored: each delivered staging file is recorded with the key it came from, and
+:func:`forget_deleted` (run by the main snakemake process before any job starts) drops
+the entries of staging files that are gone.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .staging import read_rows, write_rows
+from .atomic import write_text
+from .staging import read_rows, staging_file, write_rows
 
 
 def digest(obj: object) -> str:
@@ -31,6 +37,7 @@ def digest(obj: object) -> str:
 class EpisodeCache:
     def __init__(self, root: str | Path, module: str, identity: str):
         """``identity`` is :func:`digest` of what is shared by all episodes of the job."""
+        self.module = module
         self.dir = Path(root) / module
         self.identity = identity
 
@@ -46,3 +53,31 @@ class EpisodeCache:
 
     def put(self, key: str, rows: list[dict]) -> None:
         write_rows(self._path(key), rows)
+
+    def deliver(self, key: str, rows: list[dict], staging_dir: Path, episode: int) -> None:
+        """Write the episode's staging file and remember which entry it came from."""
+        write_rows(staging_file(staging_dir, episode, self.module), rows)
+        write_text(_delivered(self.dir, episode), key)
+
+
+def _delivered(module_dir: Path, episode: int) -> Path:
+    return module_dir / "delivered" / f"episode_{episode:06d}"
+
+
+def forget_deleted(cache_root: str | Path, staging_dir: str | Path, modules: list[str]) -> int:
+    """Drop cached rows whose staging file was deleted since it was written; count them."""
+    forgotten = 0
+    for module in modules:
+        module_dir = Path(cache_root) / module
+        delivered = module_dir / "delivered"
+        if not delivered.is_dir():
+            continue
+        for record in delivered.iterdir():
+            episode = int(record.name.removeprefix("episode_"))
+            if staging_file(staging_dir, episode, module).exists():
+                continue
+            key = record.read_text().strip()
+            (module_dir / key[:2] / f"{key}.jsonl").unlink(missing_ok=True)
+            record.unlink()
+            forgotten += 1
+    return forgotten
