@@ -112,3 +112,16 @@ def test_command_line_keys_override_config_yaml_sections_in_any_order():
     assert resolve(raw)["dataset"]["root"] == "/data/robot"
     raw = {"dataset": {"root": None}, "dataset.root": "/data/robot"}
     assert resolve(raw)["dataset"]["root"] == "/data/robot"
+
+
+def _plan(tmp_path, **sections):
+    from episcribe.workflow import WorkflowPlan
+
+    return WorkflowPlan(resolve(sections), tmp_path)
+
+
+def test_hub_options_this_version_cannot_honour_are_refused_not_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="does not download"):
+        _plan(tmp_path, dataset={"repo_id": "lerobot/pusht"})
+    with pytest.raises(ConfigError, match="push_to_hub is not supported"):
+        _plan(tmp_path, dataset={"root": str(tmp_path)}, output={"push_to_hub": True})

@@ -91,10 +91,21 @@ def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> l
 class WorkflowPlan:
     def __init__(self, config: dict, prompts_dir: Path):
         if not config["dataset"]["root"]:
+            hint = (
+                f" (fetch {config['dataset']['repo_id']} first, e.g. `hf download "
+                f"{config['dataset']['repo_id']} --repo-type dataset --local-dir DIR`: "
+                "this version does not download from the Hub itself)"
+                if config["dataset"]["repo_id"]
+                else ""
+            )
             raise ConfigError(
-                "dataset.root is not set: pass --config dataset__root=/path/to/dataset "
-                "(downloading dataset.repo_id from the Hub needs network access and a "
-                "local root to download into)"
+                f"dataset.root is not set: pass --config dataset__root=/path/to/dataset{hint}"
+            )
+        if config["output"]["push_to_hub"]:
+            raise ConfigError(
+                "output.push_to_hub is not supported by this version: the annotated dataset "
+                "is written locally; upload it with `hf upload <repo> <dir> --repo-type "
+                "dataset` and leave push_to_hub false"
             )
         self.config = config
         self.prompts_dir = prompts_dir
