@@ -133,10 +133,16 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
-        "--config", nargs="*", default=[], help="extra workflow config, e.g. workflow.episodes_per_job=50"
+        "--config",
+        nargs="*",
+        default=[],
+        help="extra workflow config, e.g. workflow.episodes_per_job=50",
     )
     parser.add_argument(
-        "--workdir", type=Path, default=None, help="where the dataset and workspace go (default: tmp)"
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the dataset and workspace go (default: tmp)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the workspace")
     args = parser.parse_args()
@@ -206,7 +212,11 @@ def main() -> None:
         noop.append(wall)
         print(
             f"no-op re-run: {wall:.1f} s (target <= 15), rc {rc}, peak RSS {peak:.0f} MB; "
-            + ("nothing was done" if did_nothing else f"it scheduled {jobs[-1] if jobs else '?'} jobs!")
+            + (
+                "nothing was done"
+                if did_nothing
+                else f"it scheduled {jobs[-1] if jobs else '?'} jobs!"
+            )
         )
         if not did_nothing:
             print(out[-3000:])

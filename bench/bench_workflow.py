@@ -206,7 +206,8 @@ def report(r: dict, args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
     parser.add_argument("--episodes", type=int, default=32)
@@ -232,11 +233,12 @@ def main() -> None:
         help="run the --latency-ms scenario",
     )
     parser.add_argument(
-        "--config", nargs="*", default=[], help="extra workflow config, e.g. workflow.episodes_per_job=4"
+        "--config",
+        nargs="*",
+        default=[],
+        help="extra workflow config, e.g. workflow.episodes_per_job=4",
     )
-    parser.add_argument(
-        "--snakemake-args", nargs="*", default=[], help="extra snakemake arguments"
-    )
+    parser.add_argument("--snakemake-args", nargs="*", default=[], help="extra snakemake arguments")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where datasets and runs go (default: tmp)"
     )

@@ -102,11 +102,15 @@ def test_vqa_config_change_reruns_only_vqa(baseline, tmp_path):
 def test_plan_config_change_reruns_plan_and_what_builds_on_it(baseline, tmp_path):
     ws = copy_of(baseline, tmp_path)
     run = ws.run(plan__plan_max_steps=3)
-    assert run.modules_run() == {
-        "annotate_plan",
-        "annotate_interjections",
-        "annotate_plan_update",
-    } | DOWNSTREAM
+    assert (
+        run.modules_run()
+        == {
+            "annotate_plan",
+            "annotate_interjections",
+            "annotate_plan_update",
+        }
+        | DOWNSTREAM
+    )
 
 
 def test_deleting_one_staging_file_reruns_only_that_episode(baseline, tmp_path):
@@ -221,9 +225,7 @@ def test_sharded_run_equals_per_episode_run_and_rebuilds_one_episode(baseline, d
     rows = target.read_text().splitlines()
     target.unlink()
     run = ws.run()
-    assert [r for r in run.rules if r.startswith("annotate_")] == [
-        "annotate_vqa_s0"
-    ]
+    assert [r for r in run.rules if r.startswith("annotate_")] == ["annotate_vqa_s0"]
     # One call per VQA pair of episode 1, none for episode 0 (restored from the cache).
     assert len(ws.fake_requests()) - calls_before == len(rows) // 2
     assert ws.staging("synth") == baseline.staging("synth")
