@@ -266,7 +266,11 @@ def owner_process(run_dir: Path) -> subprocess.Popen:
     """Stands in for the main snakemake process: keeps the owner heartbeat going."""
     code = "import sys,time; from episcribe.vlm import server; "
     code += "server.start_owner_heartbeat(sys.argv[1]); time.sleep(120)"
-    return subprocess.Popen([sys.executable, "-c", code, str(run_dir)])
+    owner = subprocess.Popen([sys.executable, "-c", code, str(run_dir)])
+    # Snakemake writes its first beat while parsing, before any job can call ensure();
+    # a loaded machine can take seconds to start this stand-in, so wait for that beat.
+    assert wait_until(lambda: (run_dir / server.OWNER_HEARTBEAT).exists(), 30)
+    return owner
 
 
 def test_slurm_launcher_submits_once_publishes_hostname_and_stop_cancels(
@@ -306,7 +310,7 @@ def test_slurm_server_exits_when_the_owner_heartbeat_stops(run_dir, fake_slurm, 
         monkeypatch.setenv(server.OWNER_ENV, str(owner.pid))
         server.ensure(settings(server_launcher="slurm"), run_dir)
         procs = processes(run_dir)
-        time.sleep(3)  # longer than the stale bound: the beating owner keeps it up
+        time.sleep(3)  # many beats: the beating owner keeps it up
         assert not all_gone(procs)
         owner.send_signal(signal.SIGKILL)  # kill -9 of snakemake: no hook, no scancel
         owner.wait(timeout=5)
