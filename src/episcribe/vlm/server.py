@@ -80,7 +80,7 @@ from pathlib import Path
 
 import psutil
 
-from ..atomic import write_json
+from ..atomic import write_json, write_text
 from ..errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ _BEATS_LOCK = threading.Lock()
 
 def _beat(path: Path, text: str) -> None:
     try:
-        path.write_text(f"{text} {time.time():.3f}\n", encoding="utf-8")
+        # Atomic: a watcher reading a half-written (empty) beat would take the owner for gone.
+        write_text(path, f"{text} {time.time():.3f}\n")
     except OSError:  # a full or flaky shared filesystem: try again next period
         pass
 
@@ -770,6 +771,8 @@ def _live_clients(run_dir: Path, beats: Freshness | None = None) -> int:
     (cross-node) they are ``clients/<host>-<pid>`` heartbeats, live while they change."""
     live = 0
     for path in (run_dir / "clients").glob("*"):
+        if path.name.startswith("."):  # a heartbeat being written (temporary sibling)
+            continue
         if beats is not None:
             if beats.check(path) is not None:
                 live += 1
@@ -816,7 +819,7 @@ class _OwnerBeat:
         if text is not None and len(fields) >= 2 and fields[1] == str(w.owner_pid):
             self.seen = True
             return None
-        if self.seen:
+        if self.seen and text is None:  # stale or removed, not merely unreadable this once
             return (
                 f"the owner's heartbeat {w.owner_heartbeat} (pid {w.owner_pid}) has not "
                 f"changed for {w.beats.stale_s:g} s"
