@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cache import EpisodeCache, digest
 from .dataset import LeRobotDataset
-from .modules import DEPENDS_ON, RUNNERS
+from .modules import RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .prompts import PromptSet, prompt_files
 from .staging import read_rows, staging_file
@@ -198,6 +198,3 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-
-
-__all__ = ["JobSpec", "JobSummary", "model_identity", "run_job", "DEPENDS_ON"]

@@ -45,7 +45,7 @@ class EpisodeCache:
         return digest({"job": self.identity, "episode": fingerprint, "upstream": upstream})
 
     def _path(self, key: str) -> Path:
-        return self.dir / key[:2] / f"{key}.jsonl"
+        return _entry(self.dir, key)
 
     def get(self, key: str) -> list[dict] | None:
         path = self._path(key)
@@ -58,6 +58,10 @@ class EpisodeCache:
         """Write the episode's staging file and remember which entry it came from."""
         write_rows(staging_file(staging_dir, episode, self.module), rows)
         write_text(_delivered(self.dir, episode), key)
+
+
+def _entry(module_dir: Path, key: str) -> Path:
+    return module_dir / key[:2] / f"{key}.jsonl"
 
 
 def _delivered(module_dir: Path, episode: int) -> Path:
@@ -77,7 +81,7 @@ def forget_deleted(cache_root: str | Path, staging_dir: str | Path, modules: lis
             if staging_file(staging_dir, episode, module).exists():
                 continue
             key = record.read_text().strip()
-            (module_dir / key[:2] / f"{key}.jsonl").unlink(missing_ok=True)
+            _entry(module_dir, key).unlink(missing_ok=True)
             record.unlink()
             forgotten += 1
     return forgotten

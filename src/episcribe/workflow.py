@@ -21,6 +21,7 @@ from pathlib import Path
 from .annotate import model_identity
 from .dataset import LeRobotDataset
 from .errors import ConfigError
+from .modules import DEPENDS_ON
 from .prompts import prompt_files
 from .staging import MODULES, staging_file
 
@@ -160,8 +161,7 @@ class WorkflowPlan:
 
     # -- rule inputs and params ------------------------------------------------------
     def upstream(self, module: str) -> list[str]:
-        deps = {"interjections": ["plan"], "plan_update": ["plan", "interjections"]}
-        return [m for m in deps.get(module, []) if m in self.modules]
+        return [m for m in DEPENDS_ON[module] if m in self.modules]
 
     def prompt_inputs(self, module: str) -> list[str]:
         return [str(p) for p in prompt_files(self.prompts_dir, module)]
@@ -177,12 +177,11 @@ class WorkflowPlan:
         ]
 
     def module_settings(self, module: str) -> dict:
-        section = {"plan_update": "plan"}.get(module, module)
         if module == "plan_update":
             # plan_update reads no plan.* knob of its own: its inputs are the plan and
             # interjection rows, so it re-runs whenever they change.
             return {}
-        return self.config[section]
+        return self.config[module]
 
     def module_params(self, module: str, shard: Shard) -> dict:
         """The rule's params: exactly what may change this module's answers."""
