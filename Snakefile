@@ -35,9 +35,9 @@ rule all:
 
 
 onsuccess:
-    stop_model_server()
+    end_run()
     print(f"Annotated dataset: {Path(PLAN.destination() or PLAN.dataset.root).resolve()}")
 
 
 onerror:
-    stop_model_server()
+    end_run()
