@@ -17,7 +17,8 @@ Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episo
 
 Priorities: the latency-bound chain plan -> interjections -> plan_update goes first (and
 deeper stages before new plan shards, so each shard's chain completes early); the
-throughput-bound vqa jobs, which alone keep the model server full, fill the cores left.
+throughput-bound vqa jobs, which alone keep the model server full, fill the vlm job
+slots left. All of them share vlm.client_concurrency requests in flight.
 """
 
 # Higher runs first among ready jobs (Snakemake's default priority is 0).
@@ -45,6 +46,12 @@ for module in PLAN.modules:
             group:
                 "annotate"
             priority: PRIORITY[module]
+            # No core of --cores: an annotate job mostly waits on the model server, and
+            # holding a core would let a 2-core machine run only two of them at once, so
+            # the latency-bound plan chain and the vqa jobs that fill the server would take
+            # turns. The vlm resource (profiles/default: 8) bounds how many run at once;
+            # on a cluster each still gets a CPU (cpus_per_task in profiles/slurm).
+            threads: 0
             resources:
                 vlm=1,
                 # Cluster resources of one job: CPU-side work only (decoding frames, HTTP),

@@ -146,7 +146,7 @@ def test_profile_run_with_the_server_as_a_slurm_job_equals_a_local_run(slurm, da
     servers = [job for job, name in new.items() if name.startswith("episcribe-serv")]
     print(f"\ncluster run: {wall:.1f} s, {len(new)} sbatch submissions: {len(groups)} annotate "
           f"group(s), {others}, {len(servers)} model server")  # fmt: skip
-    # 3 episodes x 4 modules = 12 annotate jobs in 6 components -> 1 group submission;
+    # 3 episodes in one shard x 4 modules = 4 annotate jobs in 2 components -> 1 submission;
     # every other rule (validate_staging, write_dataset, ...) once; + the server's own job.
     assert len(groups) == 1, by_snakemake
     assert {"rule_validate_staging", "rule_write_dataset"} <= set(others), by_snakemake

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,13 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     from .vlm.client import VlmClient
     from .vlm.slots import SlotPool
 
+    # Decoding and JPEG encoding (asyncio.to_thread) run on one worker thread, first come
+    # first served: the episodes started first get their frames first and start calling
+    # the model, instead of every episode of the job (and of the jobs beside it) decoding
+    # at once and the first call waiting for all of them.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
+    )
     urls = server.ensure(spec.vlm, spec.run_dir)
     slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
     limit = asyncio.Semaphore(spec.episode_concurrency)

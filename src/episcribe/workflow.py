@@ -28,8 +28,11 @@ from .staging import MODULES, staging_file
 # Snakemake's scheduling cost per job grows with the number of jobs (shared/notes:
 # 25+ minutes of pure overhead at 20,000 jobs), so a run stays under about this many.
 MAX_JOBS = 2000
-# Up to this many episodes, one job annotates one episode with one module.
-PER_EPISODE_LIMIT = 500
+# Episodes per job under workflow.episodes_per_job: auto. A job costs ~1 CPU-s before its
+# first model call (Python, imports, opening the dataset), so one job per episode would
+# spend more on start-up than a 20-s episode's calls cost a server (bench/README.md);
+# 16 episodes, worked on episode_concurrency at a time, keep a job's calls overlapping.
+AUTO_EPISODES_PER_JOB = 16
 SERVER_RUN_DIR = Path(".episcribe") / "server"
 # Modules that draw from the seeded RNG; only their jobs re-run when the seed changes.
 SEEDED_MODULES = ("interjections", "vqa")
@@ -79,10 +82,8 @@ def enabled_modules(config: dict) -> list[str]:
 
 def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> list[Shard]:
     if per_job == "auto":
-        if len(episodes) <= PER_EPISODE_LIMIT:
-            per_job = 1
-        else:
-            per_job = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
+        within_max_jobs = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
+        per_job = max(AUTO_EPISODES_PER_JOB, within_max_jobs)
     return [
         Shard(number, tuple(episodes[start : start + per_job]))
         for number, start in enumerate(range(0, len(episodes), per_job))
