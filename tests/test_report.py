@@ -25,6 +25,7 @@ from PIL import Image
 from episcribe import report
 from episcribe.dataset import LeRobotDataset
 from episcribe.language import make_row, speech_atom
+from episcribe.report.timeline import strip_slices
 from episcribe.staging import staging_file, write_rows
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
@@ -217,9 +218,11 @@ def test_overlay_sheet_has_a_panel_per_frame_with_boxes(staged):
     dataset, staging = staged
     _, notes = report.load_notes(dataset, staging, 0, MODULES)
     cam = dataset.cameras[0]
-    items = report.pick_vqa([v for v in notes.vqa if v.camera == cam])
+    pairs = [v for v in notes.vqa if v.camera == cam]
+    items = report.pick_vqa(pairs)
+    assert len(pairs) > report.MAX_VQA_PANELS == len(items)
     frames = report.decode_frames(dataset.episode_info(0).videos[cam], [v.t for v in items])
-    sheet = report.render_vqa_sheet(notes, cam, list(zip(items, frames, strict=True)), len(items))
+    sheet = report.render_vqa_sheet(notes, cam, list(zip(items, frames, strict=True)), len(pairs))
     rows = -(-len(items) // 2)
     assert sheet.width == 2 * (360 + 14 + 330) + 3 * 14
     assert sheet.height >= 60 + rows * 270
@@ -343,6 +346,86 @@ def test_sample_episodes_is_even_and_bounded():
     assert report.sample_episodes(range(10), cap=20) == list(range(10))
     picked = report.sample_episodes(range(1000), cap=50)
     assert len(picked) == 50 and picked[0] == 0 and picked[-1] == 999
+    gaps = np.diff(picked)
+    assert gaps.min() >= 20 and gaps.max() <= 21
+
+
+def test_build_report_is_bounded_by_its_caps(staged, tmp_path):
+    dataset, staging = staged
+    out = tmp_path / "report"
+    episodes = dataset.episode_indices()  # six
+    result = report.build_report(
+        dataset_root=dataset.root,
+        staging_dir=staging,
+        episodes=episodes,
+        modules=MODULES,
+        model={"model_id": "fake", "camera_key": None},
+        metrics_paths=[],
+        validation_json=None,
+        timelines_dir=out / "timelines",
+        overlays_dir=out / "vqa",
+        summary_path=out / "summary.html",
+        usage_path=out / "usage.csv",
+        max_timelines=4,
+        max_overlay_episodes=2,
+    )
+    timelines = sorted(p.name for p in (out / "timelines").iterdir())
+    overlays = sorted(p.name for p in (out / "vqa").iterdir())
+    assert result["timelines"] == 4 and len(timelines) == 4
+    assert timelines[0] == "episode_000000.png" and timelines[-1] == "episode_000005.png"
+    overlaid = sorted({name.split("__")[0] for name in overlays})
+    assert overlaid == ["episode_000000", "episode_000005"]  # a subset of the timelines
+    assert result["overlays"] == len(overlays) == 2 * len(dataset.cameras)
+    page = (out / "summary.html").read_text()
+    assert "Timelines are drawn for 4 evenly spaced episodes of 6" in page
+    assert "VQA overlays are drawn for 2 evenly spaced episodes of 6: 0, 5" in page
+    # One decode per strip frame and panel: none from a GOP's middle here (GOP 2 s,
+    # every VQA tick at a keyframe has a keyframe to take).
+    assert result["keyframes"] <= 4 * report.STRIP_FRAMES + 2 * 2 * report.MAX_VQA_PANELS
+
+
+def test_strip_takes_a_keyframe_in_each_slice(staged):
+    dataset, staging = staged
+    episode, notes = report.load_notes(dataset, staging, 2, MODULES)
+    segment = dataset.episode_info(2).videos[dataset.cameras[0]]
+    centres = report.strip_times(notes, episode.timestamps)
+    slices = strip_slices(notes, len(centres))
+    with report.Clip(segment) as clip:
+        strip = report.strip_frames(clip, slices, centres)
+        keyframes = sum(clip.is_keyframe(t) for t, _ in strip)
+    times = [t for t, _ in strip]
+    assert len(strip) == len(slices) == report.STRIP_FRAMES
+    assert times == sorted(set(times))
+    frame_times = {round(float(t), 4) for t in episode.timestamps}
+    for (start, end), t in zip(slices, times, strict=True):
+        assert start - 1e-4 <= t < end and round(t, 4) in frame_times
+    # A 2-s GOP and 0.4-s slices: every fifth slice holds a keyframe, the others do not
+    # and take the frame at their centre.
+    assert keyframes == 2
+    # Each image is the very frame at its time, as the exact (one-pass) reader decodes it.
+    exact = report.decode_frames(segment, times)
+    for (t, image), reference in zip(strip, exact, strict=True):
+        diff = np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int))
+        assert diff.max() <= 2, t
+
+
+def test_panels_prefer_keyframes_and_show_the_exact_frames(staged):
+    dataset, staging = staged
+    _, notes = report.load_notes(dataset, staging, 1, MODULES)
+    cam = dataset.cameras[1]
+    segment = dataset.episode_info(1).videos[cam]
+    pairs = [v for v in notes.vqa if v.camera == cam]
+    with report.Clip(segment) as clip:
+        cheap = [v for v in pairs if clip.is_keyframe(v.t)]
+        chosen = report.pick_vqa(pairs, cap=3, cheap=lambda v: clip.is_keyframe(v.t))
+        images = report.panel_frames(clip, [v.t for v in chosen] + [pairs[1].t])
+    assert [v.t for v in cheap] == [0.0, 2.0]  # keyframes every 2 s
+    assert set(map(id, cheap)) <= set(map(id, chosen)) and len(chosen) == 3
+    # A non-keyframe (decoded from its GOP) too: every image is its exact frame.
+    exact = report.decode_frames(segment, [v.t for v in chosen] + [pairs[1].t])
+    for image, reference in zip(images, exact, strict=True):
+        diff = np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int))
+        assert diff.max() <= 2
 
 
 # -- the workflow and the HTML report -------------------------------------------------
@@ -433,6 +516,19 @@ def test_workflow_builds_a_report_with_every_part(workflow_report):
 def test_second_run_does_not_rerender(workflow_report, tmp_path):
     run = workflow_report.run()
     assert "render_report" not in run.rules
+
+
+def test_changed_staging_file_rerenders_through_validation(workflow_report):
+    """The report's only input is the validation report, which every staging file feeds."""
+    ws = workflow_report
+    staging = staging_file(ws.root / "results/synth/staging", 1, "plan")
+    rows = [json.loads(line) for line in staging.read_text().splitlines()]
+    rows[0]["content"] += " (edited)"
+    write_rows(staging, rows)
+    run = ws.run()
+    assert "validate_staging" in run.rules and "render_report" in run.rules
+    timeline = ws.root / "results/synth/report/timelines/episode_000001.png"
+    assert timeline.stat().st_mtime >= staging.stat().st_mtime
 
 
 def open_result(page: Path, out: Path, category: str, name: str) -> Path:

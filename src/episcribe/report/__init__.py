@@ -1,0 +1,85 @@
+"""What ``snakemake --report`` shows: per-episode timelines, VQA overlays, a run summary.
+
+Everything is rendered with Pillow from the staging files (the rows as they will be
+written) and real frames of the source videos, so what a researcher sees is what a
+policy will be trained on:
+
+* a **timeline** per episode (:mod:`.timeline`): a strip of frames of the VLM camera
+  with their timestamps, the subtask spans as labelled bars on a time axis, plan /
+  memory / interjection / speech markers with short text, VQA ticks per camera, and the
+  full texts listed below;
+* **VQA overlays** per episode and camera (:mod:`.overlays`): frames that received a
+  question, with the boxes and points of the answer drawn in (coordinates are
+  source-video pixels) and the question and answer beside them;
+* a **summary** (:mod:`.summary`; HTML, plus ``usage.csv``): the validation result, rows
+  per style and the model usage per module and call kind.
+
+The cost is bounded whatever the dataset's size (:mod:`.build`): timelines for at most
+``MAX_TIMELINES`` evenly spaced episodes, overlays for ``MAX_OVERLAY_EPISODES`` of them
+with ``MAX_VQA_PANELS`` frames per camera, and frames taken at keyframes wherever that
+shows the same thing (:mod:`.video`). The ``render_report`` rule calls
+:func:`build_report` once for the whole dataset (one job, episodes on a thread pool).
+"""
+
+from ..frames import decode_frames
+from .build import (
+    MAX_OVERLAY_EPISODES,
+    MAX_TIMELINES,
+    build_report,
+    overlay_name,
+    render_episode,
+    sample_episodes,
+    timeline_name,
+)
+from .draw import BG, INK, KIND_COLOURS, MUTED, PALETTE, font, jpeg_bytes, png_bytes, wrap
+from .notes import EpisodeNotes, Marker, Span, VqaItem, collect, load_notes, say_text
+from .overlays import MAX_VQA_PANELS, draw_answer, pick_vqa, render_vqa_sheet
+from .summary import USAGE_COLUMNS, metrics_files, read_metrics, summary_html, usage, usage_csv
+from .timeline import LEFT, RIGHT, STRIP_FRAMES, WIDTH, render_timeline, strip_times
+from .video import Clip, panel_frames, strip_frames
+
+__all__ = [
+    "BG",
+    "INK",
+    "KIND_COLOURS",
+    "LEFT",
+    "MAX_OVERLAY_EPISODES",
+    "MAX_TIMELINES",
+    "MAX_VQA_PANELS",
+    "MUTED",
+    "PALETTE",
+    "RIGHT",
+    "STRIP_FRAMES",
+    "USAGE_COLUMNS",
+    "WIDTH",
+    "Clip",
+    "EpisodeNotes",
+    "Marker",
+    "Span",
+    "VqaItem",
+    "build_report",
+    "collect",
+    "decode_frames",
+    "draw_answer",
+    "font",
+    "jpeg_bytes",
+    "load_notes",
+    "metrics_files",
+    "overlay_name",
+    "panel_frames",
+    "pick_vqa",
+    "png_bytes",
+    "read_metrics",
+    "render_episode",
+    "render_timeline",
+    "render_vqa_sheet",
+    "sample_episodes",
+    "say_text",
+    "strip_frames",
+    "strip_times",
+    "summary_html",
+    "timeline_name",
+    "usage",
+    "usage_csv",
+    "wrap",
+]
