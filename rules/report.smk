@@ -57,7 +57,8 @@ rule render_report:
         # The episodes are those of the validation report; the metrics files are found
         # below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
         logs_dir=str(Path("logs") / DATASET),
-    threads: 8  # capped by --cores
+    # One core: rendering is GIL-bound, and write_dataset can run beside it.
+    threads: 1
     log:
         PLAN.log("render_report"),
     benchmark:

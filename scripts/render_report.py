@@ -23,7 +23,6 @@ def main(smk):
         overlays_dir=smk.output.overlays,
         summary_path=smk.output.summary,
         usage_path=smk.output.usage,
-        threads=smk.threads,
     )
 
 

@@ -235,6 +235,13 @@ def test_overlay_sheet_has_a_panel_per_frame_with_boxes(staged):
     x = 14 + round(x1 * scale)
     y = 60 + round((y1 + y2) / 2 * scale)
     assert tuple(px[y, x]) == report.PALETTE[0]
+    # Frames that come scaled to the panel already (as build_report has them converted)
+    # get the boxes at the same place: coordinates stay the source's.
+    scaled = [im.resize((360, round(seg.height * scale))) for im in frames]
+    sheet2 = report.render_vqa_sheet(
+        notes, cam, list(zip(items, scaled, strict=True)), len(pairs), source_width=seg.width
+    )
+    assert tuple(np.asarray(sheet2)[y, x]) == report.PALETTE[0]
 
 
 def test_usage_aggregates_metrics(tmp_path):
@@ -326,7 +333,6 @@ def test_build_report_renders_every_episode_and_camera(staged, tmp_path):
         overlays_dir=out / "vqa",
         summary_path=out / "summary.html",
         usage_path=out / "usage.csv",
-        threads=3,
     )
     episodes = dataset.episode_indices()
     assert result["timelines"] == len(episodes)
@@ -393,6 +399,10 @@ def test_strip_takes_a_keyframe_in_each_slice(staged):
     with report.Clip(segment) as clip:
         strip = report.strip_frames(clip, slices, centres)
         keyframes = sum(clip.is_keyframe(t) for t, _ in strip)
+        thumbs = report.strip_frames(clip, slices, centres, (40, 30))
+    # Keyframes come as thumbnails when asked (scaled while converted), others full size.
+    assert [im.size for t, im in thumbs if round(t, 4) in (0.0, 2.0)] == [(40, 30)] * 2
+    assert [t for t, _ in thumbs] == [t for t, _ in strip]
     times = [t for t, _ in strip]
     assert len(strip) == len(slices) == report.STRIP_FRAMES
     assert times == sorted(set(times))

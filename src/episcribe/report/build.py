@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,9 @@ from ..atomic import write_text
 from ..dataset import LeRobotDataset
 from .draw import jpeg_bytes, png_bytes
 from .notes import load_notes
-from .overlays import pick_vqa, render_vqa_sheet
+from .overlays import PANEL_W, pick_vqa, render_vqa_sheet
 from .summary import read_metrics, summary_html, usage, usage_csv
-from .timeline import render_timeline, strip_slices, strip_times
+from .timeline import render_timeline, strip_slices, strip_times, tile_size
 from .video import Clip, panel_frames, strip_frames
 
 log = logging.getLogger(__name__)
@@ -76,14 +75,16 @@ def render_episode(
             continue
         with Clip(segment) as clip:
             if cam == camera and centres:
-                strip = strip_frames(clip, slices, centres)
+                size = tile_size(len(centres), segment.height / max(segment.width, 1))
+                strip = strip_frames(clip, slices, centres, size)
             if items:
                 chosen = pick_vqa(items, cheap=lambda v: clip.is_keyframe(v.t))
-                images = panel_frames(clip, [v.t for v in chosen])
+                scaled = (PANEL_W, round(segment.height * PANEL_W / max(segment.width, 1)))
+                images = panel_frames(clip, [v.t for v in chosen], scaled)
                 panels = list(zip(chosen, images, strict=True))
             frames += clip.grabs
         if items:
-            sheet = render_vqa_sheet(notes, cam, panels, len(items))
+            sheet = render_vqa_sheet(notes, cam, panels, len(items), source_width=segment.width)
             (overlays_dir / overlay_name(index, cam)).write_bytes(jpeg_bytes(sheet))
             overlays.append(cam)
     timeline = render_timeline(notes, strip, camera, cameras=dataset.cameras)
@@ -107,7 +108,6 @@ def build_report(
     summary_path: str | os.PathLike,
     usage_path: str | os.PathLike,
     dataset_name: str | None = None,
-    threads: int = 1,
     max_timelines: int = MAX_TIMELINES,
     max_overlay_episodes: int = MAX_OVERLAY_EPISODES,
 ) -> dict:
@@ -132,10 +132,9 @@ def build_report(
             overlays_dir if index in overlaid else None,
         )
 
-    # Overlay episodes first: they are the longest tasks, so the pool ends evenly.
-    order = sorted(shown, key=lambda i: i not in overlaid)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        done = list(pool.map(one, order))
+    # One thread: the time goes to FreeType and Python, under the GIL (two threads ran
+    # no faster), and the rule's single core leaves the other to write_dataset.
+    done = [one(index) for index in shown]
 
     validation = None
     if validation_json and Path(validation_json).is_file():

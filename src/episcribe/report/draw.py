@@ -60,20 +60,21 @@ def text_width(text: str, fnt) -> float:
 def truncate(text: str, fnt, width: float) -> str:
     """``text`` cut (with an ellipsis) to fit ``width`` pixels; "" if not even "…" fits."""
     text = " ".join(str(text).split())
-    if text_width(text, fnt) <= width:
+    full = text_width(text, fnt)
+    if full <= width:
         return text
     if text_width("…", fnt) > width:
         return ""
-    # Longest prefix that fits with the ellipsis; start from the proportional guess so the
-    # binary search measures a handful of prefixes, not log2(len) of the whole text.
-    lo, hi = 0, min(len(text), int(len(text) * width / max(text_width(text, fnt), 1)) + 8)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if text_width(text[:mid].rstrip() + "…", fnt) <= width:
-            lo = mid
-        else:
-            hi = mid - 1
-    return text[:lo].rstrip() + "…"
+    # A long prefix that fits with the ellipsis: start from the proportional guess and
+    # step back by the estimated excess (two or three measurements, not a binary search).
+    per_char = full / len(text)
+    n = min(len(text) - 1, int(width / per_char))
+    while n > 0:
+        over = text_width(text[:n].rstrip() + "…", fnt) - width
+        if over <= 0:
+            break
+        n -= max(1, int(over / per_char))
+    return text[: max(n, 0)].rstrip() + "…" if n > 0 else "…"
 
 
 def wrap(text: str, fnt, width: float, max_lines: int | None = None) -> list[str]:
@@ -141,14 +142,15 @@ def placeholder(size: tuple[int, int], text: str) -> Image.Image:
 
 
 def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``image`` resized to ``size``: box filter down (an area average), bilinear up.
+    """``image`` resized to ``size`` (itself if it has that size already): box filter
+    down (an area average), bilinear up.
 
     Both are several times cheaper than Lanczos and look the same at thumbnail size.
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size == size:
-        return image.copy()
+        return image
     down = size[0] < image.width
     return image.resize(size, Image.Resampling.BOX if down else Image.Resampling.BILINEAR)
 

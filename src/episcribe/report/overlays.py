@@ -31,6 +31,7 @@ from .notes import EpisodeNotes, VqaItem, answer_shape
 
 MAX_VQA_PANELS = 6  # panels per (episode, camera) sheet: 3 rows of 2
 PROBE = 24  # candidates looked at (keyframe or not) when picking a sheet's panels
+PANEL_W = 360  # width of a panel's frame
 
 
 def draw_answer(image: Image.Image, parsed: Mapping | None, scale: float = 1.0) -> Image.Image:
@@ -148,19 +149,24 @@ def render_vqa_sheet(
     panels: Sequence[tuple[VqaItem, Image.Image | None]],
     total: int,
     *,
-    image_w: int = 360,
+    image_w: int = PANEL_W,
     text_w: int = 330,
     columns: int = 2,
+    source_width: int | None = None,
 ) -> Image.Image:
-    """A grid of panels: the frame with the answer drawn, the question and answer beside."""
+    """A grid of panels: the frame with the answer drawn, the question and answer beside.
+
+    Answer coordinates are pixels of the source video, ``source_width`` wide (default:
+    each frame's own width; give it when the frames come scaled already).
+    """
     f_title, f_head, f_text = font(22, True), font(16, True), font(16)
     cells = []
     for item, frame in panels:
         if frame is None:
             shown = placeholder((image_w, round(image_w * 0.75)), "frame unavailable")
         else:
-            scale = image_w / frame.width
-            size = (image_w, round(frame.height * scale))
+            scale = image_w / (source_width or frame.width)
+            size = (image_w, round(frame.height * image_w / frame.width))
             shown = draw_answer(fit(frame, size), item.parsed, scale)
         lines: list[tuple[tuple, str, Any]] = [
             (INK, f"t = {fmt_t(item.t - notes.t0)}  ·  {item.shape}", f_head)

@@ -72,6 +72,12 @@ def strip_times(notes: EpisodeNotes, timestamps: np.ndarray, n: int = STRIP_FRAM
 
 
 # -- the timeline ----------------------------------------------------------------------
+def tile_size(n: int, aspect: float, width: int = WIDTH) -> tuple[int, int]:
+    """The size of each of ``n`` strip frames (``aspect`` = height / width)."""
+    tile_w = (width - LEFT - RIGHT) // max(1, n) - 4  # 4 px between tiles
+    return tile_w, round(tile_w * aspect)
+
+
 def render_timeline(
     notes: EpisodeNotes,
     frames: Sequence[tuple[float, Image.Image | None]],
@@ -94,14 +100,8 @@ def render_timeline(
         header.append("No staging file for: " + ", ".join(notes.missing))
     header_lines = [line for text in header for line in wrap(text, f_text, plot_w + LEFT - 20, 2)]
 
-    n = max(1, len(frames))
-    tile_w = plot_w // n
-    aspect = 0.75
-    for _, image in frames:
-        if image is not None:
-            aspect = image.height / image.width
-            break
-    tile_h = round((tile_w - 4) * aspect)
+    aspect = next((im.height / im.width for _, im in frames if im is not None), 0.75)
+    tile_w, tile_h = tile_size(len(frames), aspect, width)
 
     vqa_cams = [c for c in cameras if any(v.camera == c for v in notes.vqa)] or sorted(
         {v.camera for v in notes.vqa}
@@ -131,13 +131,13 @@ def render_timeline(
     for k, line in enumerate(header_lines):
         draw.text((20, y_header + k * 20), line, font=f_text, fill=MUTED if k else INK)
 
-    # Frame strip: tile k is centred on its frame's time.
+    # Frame strip: tile k over slice k, a line down to its frame's time on the axis.
     for k, (t, frame) in enumerate(frames):
-        x = LEFT + k * tile_w + 2
+        x = LEFT + k * (tile_w + 4) + 2
         if frame is None:
-            tile = placeholder((tile_w - 4, tile_h), "frame unavailable")
+            tile = placeholder((tile_w, tile_h), "frame unavailable")
         else:
-            tile = fit(frame, (tile_w - 4, tile_h))
+            tile = fit(frame, (tile_w, tile_h))
         tile = burn_label(tile, fmt_t(t - notes.t0))
         image.paste(tile, (x, y_strip))
         cx = x_of(t)

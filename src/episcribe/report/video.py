@@ -96,8 +96,13 @@ class Clip:
         found = self.keyframe_before(t)
         return found is not None and abs(found - t) <= self.period / 2
 
-    def grab(self, t: float) -> tuple[float, Image.Image] | None:
-        """The keyframe at or before ``t``, decoded: (its time, the image), or None."""
+    def grab(
+        self, t: float, size: tuple[int, int] | None = None
+    ) -> tuple[float, Image.Image] | None:
+        """The keyframe at or before ``t``, decoded: (its time, the image), or None.
+
+        With ``size``, the image is scaled to it in the same swscale pass (area average).
+        """
         if self._container is None:
             return None
         self.grabs += 1
@@ -107,7 +112,14 @@ class Clip:
                 if frame.pts is not None:
                     time = float(frame.pts * self._tb) - self.segment.from_timestamp
                     self._keys.setdefault(round(t, 6), time)
-                    return time, self._rgb.reformat(frame, format="rgb24").to_image()
+                    if size is None:
+                        rgb = self._rgb.reformat(frame, format="rgb24")
+                    else:
+                        w, h = size
+                        rgb = self._rgb.reformat(
+                            frame, width=w, height=h, format="rgb24", interpolation="AREA"
+                        )
+                    return time, rgb.to_image()
         except VIDEO_ERRORS as exc:
             log.debug("%s: no keyframe before t=%.3f: %s", self.segment.path, t, exc)
         return None
@@ -125,11 +137,15 @@ def exact_frames(segment: VideoSegment, times: Sequence[float]) -> list[Image.Im
 
 
 def strip_frames(
-    clip: Clip, slices: Sequence[tuple[float, float]], centres: Sequence[float]
+    clip: Clip,
+    slices: Sequence[tuple[float, float]],
+    centres: Sequence[float],
+    size: tuple[int, int] | None = None,
 ) -> list[tuple[float, Image.Image | None]]:
     """A frame in each slice: a keyframe in the slice if there is one (the last one at or
     before the centre, else the last one before the end), else the centre's own frame.
-    Returns (time, image or None) per slice, times increasing."""
+    Returns (time, image or None) per slice, times increasing; keyframes come at ``size``
+    if given (thumbnails), the others at full size."""
     out: list[tuple[float, Image.Image | None] | None] = []
     half = clip.period / 2
     last = float("-inf")
@@ -139,7 +155,7 @@ def strip_frames(
         for probe in (centre, end - half):  # probes read one packet, decode nothing
             key = clip.keyframe_before(probe)
             if key is not None and lo <= key < end:
-                got = clip.grab(key)
+                got = clip.grab(key, size)
                 break
             if key is None or key >= lo:
                 break
@@ -155,12 +171,15 @@ def strip_frames(
     return out  # type: ignore[return-value]
 
 
-def panel_frames(clip: Clip, times: Sequence[float]) -> list[Image.Image | None]:
-    """The exact frame at each time: keyframes by a seek, the rest in one decoding pass."""
+def panel_frames(
+    clip: Clip, times: Sequence[float], size: tuple[int, int] | None = None
+) -> list[Image.Image | None]:
+    """The exact frame at each time: keyframes by a seek (at ``size`` if given), the rest
+    in one decoding pass (full size)."""
     out: list[Image.Image | None] = [None] * len(times)
     rest = []
     for k, t in enumerate(times):
-        got = clip.grab(t) if clip.is_keyframe(t) else None
+        got = clip.grab(t, size) if clip.is_keyframe(t) else None
         if got is not None and abs(got[0] - t) <= clip.period / 2:
             out[k] = got[1]
         else:
