@@ -247,6 +247,19 @@ def test_malformed_requests_are_400(fake):
     assert post(base, bad_part)[0] == 400
 
 
+def test_truncated_jpegs_and_invalid_schemas_are_400_every_time(fake):
+    base, _ = fake
+    whole = base64.b64decode(jpeg_url().removeprefix("data:image/jpeg;base64,"))
+    truncated = "data:image/jpeg;base64," + base64.b64encode(whole[: len(whole) // 2]).decode()
+    status, body = post(base, chat("describe", SCHEMAS["describe"], "hi", [truncated]))
+    assert status == 400 and "content[1]" in body["error"]["message"]
+    bad_schema = {"type": "object", "properties": {"n": {"type": "no-such-type"}}}
+    for _ in range(2):  # the server remembers schemas it has checked: the second time too
+        status, body = post(base, chat("describe", bad_schema, "hi"))
+        assert status == 400 and "schema is invalid" in body["error"]["message"]
+    assert answer_of(post(base, chat("describe", SCHEMAS["describe"], "hi", [jpeg_url()])))
+
+
 def test_faults_come_by_arrival_order_and_cycle(tmp_path):
     with run_fake(tmp_path, "--fault-rate", "0.5", "--fault-cycle", "500,nonjson,schema") as (
         base,
