@@ -126,6 +126,21 @@ def nice_step(duration: float, max_ticks: int = 16) -> float:
 
 
 # -- drawing -------------------------------------------------------------------------
+@lru_cache(maxsize=1024)
+def _text_mask(text: str, fnt) -> tuple[Image.Image, int, int]:
+    left, top, right, bottom = fnt.getbbox(text)
+    mask = Image.new("L", (max(1, int(right - left)), max(1, int(bottom - top))))
+    ImageDraw.Draw(mask).text((-left, -top), text, font=fnt, fill=255)
+    return mask, int(left), int(top)
+
+
+def stamp(image: Image.Image, xy: tuple[float, float], text: str, fnt, fill) -> None:
+    """``draw.text(xy, text)`` for labels that recur (lane names, axis and frame times):
+    FreeType renders each glyph on every call, so the rendered mask is kept."""
+    mask, left, top = _text_mask(text, fnt)
+    image.paste(fill, (round(xy[0]) + left, round(xy[1]) + top), mask)
+
+
 def readable_on(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     r, g, b = colour
     return INK if (0.299 * r + 0.587 * g + 0.114 * b) > 150 else (255, 255, 255)

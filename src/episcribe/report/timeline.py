@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..frames import burn_label
 from .draw import (
     BG,
     GRID,
@@ -29,6 +28,7 @@ from .draw import (
     plural,
     readable_on,
     short_camera,
+    stamp,
     text_width,
     truncate,
     wrap,
@@ -102,6 +102,7 @@ def render_timeline(
 
     aspect = next((im.height / im.width for _, im in frames if im is not None), 0.75)
     tile_w, tile_h = tile_size(len(frames), aspect, width)
+    f_tile = font(max(10, min(tile_h // 8, 16)), True)
 
     vqa_cams = [c for c in cameras if any(v.camera == c for v in notes.vqa)] or sorted(
         {v.camera for v in notes.vqa}
@@ -138,8 +139,12 @@ def render_timeline(
             tile = placeholder((tile_w, tile_h), "frame unavailable")
         else:
             tile = fit(frame, (tile_w, tile_h))
-        tile = burn_label(tile, fmt_t(t - notes.t0))
         image.paste(tile, (x, y_strip))
+        # Its time in the top-left corner, white on black.
+        label = fmt_t(t - notes.t0)
+        lw = text_width(label, f_tile)
+        draw.rectangle((x, y_strip, x + lw + 5, y_strip + f_tile.size + 5), fill=(0, 0, 0))
+        stamp(image, (x + 3, y_strip + 2), label, f_tile, (255, 255, 255))
         cx = x_of(t)
         draw.line((cx, y_strip + tile_h, cx, y_axis), fill=MUTED, width=1)
 
@@ -152,14 +157,14 @@ def render_timeline(
         draw.line((x, y_axis, x, y_axis + 5), fill=INK, width=1)
         draw.line((x, y_lanes, x, y_lanes + lanes_h - 6), fill=GRID, width=1)
         label = fmt_t(t)
-        draw.text((x - text_width(label, f_small) / 2, y_axis + 6), label, font=f_small, fill=MUTED)
+        stamp(image, (x - text_width(label, f_small) / 2, y_axis + 6), label, f_small, MUTED)
         t += step
 
     y = y_lanes
     lane_y: dict[str, tuple[int, int]] = {}
     for name, h in lanes:
         lane_y[name] = (y, h)
-        draw.text((12, y + (h - 15) / 2), name, font=f_lane, fill=MUTED)
+        stamp(image, (12, y + (h - 15) / 2), name, f_lane, MUTED)
         draw.line((LEFT, y + h + 3, LEFT + plot_w, y + h + 3), fill=GRID, width=1)
         y += h + 6
 
