@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import httpx2
+import openai
 import pytest
 from test_fake_server import MODEL, SCHEMAS, jpeg_url, max_overlap, read_log, run_fake
 
@@ -212,3 +214,50 @@ def test_extract_json_tolerates_thinking_and_fences(text):
 def test_extract_json_rejects_non_objects(text):
     with pytest.raises(InvalidAnswer):
         extract_json(text)
+
+
+def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
+    """The client posts its own JSON body: it must be exactly what chat.completions.create sends."""
+    answer = {"n": 4, "flags": [True, False], "mode": "fast"}
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        message = {"role": "assistant", "content": json.dumps(answer)}
+        body = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        }
+        return httpx2.Response(200, json=body)
+
+    messages = [user_message('Café: "quoted" \u00e9\n{braces}', [jpeg_url(), jpeg_url((8, 8))])]
+    fmt = {"type": "json_schema", "json_schema": {"name": "k", "schema": SCHEMA, "strict": True}}
+
+    async def go():
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        sdk = openai.AsyncOpenAI(base_url="http://x/v1", api_key="EMPTY", http_client=http)
+        await sdk.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            response_format=fmt,
+            max_tokens=77,
+            temperature=0.3,
+            timeout=9.0,
+        )
+        async with VlmClient(
+            ["http://x/v1"], MODEL, "EMPTY", max_new_tokens=77, temperature=0.3, http_client=http
+        ) as client:
+            got = await client.complete_json("k", messages, SCHEMA)
+        return got, client.stats
+
+    got, stats = run(go())
+    assert got == answer and (stats.prompt_tokens, stats.completion_tokens) == (7, 3)
+    by_sdk, ours = seen
+    assert (ours.method, ours.url) == (by_sdk.method, by_sdk.url)
+    assert ours.content == by_sdk.content
+    for header in ("content-type", "authorization", "accept"):
+        assert ours.headers[header] == by_sdk.headers[header]
