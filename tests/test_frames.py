@@ -78,6 +78,20 @@ def test_episode_deep_in_the_file_is_reached_by_seeking(make_synth, caplog):
     assert counts and counts[0] <= 21, caplog.text  # at most one GOP, not 235 frames
 
 
+def test_one_hz_ticks_skip_the_second_half_of_every_gop(make_synth, caplog):
+    # 1 Hz ticks in 30 fps video with a keyframe every 2 s (the synthetic GOP): every other
+    # tick sits on a keyframe, so the decoder seeks to it instead of decoding the half GOP
+    # before it. Episode 1 starts 10 s into the file, on a keyframe.
+    root = make_synth(episodes=2, episodes_per_file=2, seconds=10.0, fps=30, cameras=("cam",))
+    ep = LeRobotDataset.open(root).load_episode(1)
+    wanted = list(range(0, 300, 30)) + [299]
+    with caplog.at_level(logging.DEBUG, logger="episcribe.frames"):
+        images = decode_frames(ep.info.videos["cam"], [ep.timestamps[k] for k in wanted])
+    assert [read_frame_code(im) for im in images] == [(1, k) for k in wanted]
+    counts = [int(m) for m in re.findall(r"decoded (\d+) frames", caplog.text)]
+    assert counts and counts[0] <= 215, caplog.text  # 213, not all 300 (nor 360 from 8 s)
+
+
 def test_timestamp_beyond_the_end_of_the_file_names_file_camera_and_time(synth_small):
     ds = LeRobotDataset.open(synth_small)
     seg = ds.episode_info(5).videos["observation.images.top"]  # last episode of file-001

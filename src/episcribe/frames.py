@@ -41,20 +41,33 @@ def decode_frames(segment: VideoSegment, timestamps: Sequence[float]) -> list[Im
             if not container.streams.video:
                 raise DatasetError(f"{where} has no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            # Not "AUTO": frame threads cost ~1.5x the CPU per frame, and the decodes of
+            # a job's cameras and episodes already run side by side in worker threads.
+            stream.thread_type = "SLICE"
             rate = stream.average_rate or stream.guessed_rate
             period = 1.0 / float(rate) if rate else 1.0 / 30
             picked = _pick(container, stream, targets, period, where, timestamps)
     except DatasetError:
         raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        first = min(float(t) for t in timestamps)
+    except (av.FFmpegError, OSError, ValueError, _Undecodable) as exc:
+        # Name the target being decoded towards when it failed (after a seek ahead, a
+        # damaged tail fails there), else the first one.
+        at = exc.t if isinstance(exc, _Undecodable) else min(float(t) for t in timestamps)
+        cause = exc.cause if isinstance(exc, _Undecodable) else exc
         raise DatasetError(
-            f"cannot decode {where} at t={first:.3f}s (episode time, video time "
-            f"{segment.from_timestamp + first:.3f}s): {exc}. The file is missing, truncated or "
+            f"cannot decode {where} at t={at:.3f}s (episode time, video time "
+            f"{segment.from_timestamp + at:.3f}s): {cause}. The file is missing, truncated or "
             "corrupt: re-download it"
         ) from None
     return picked
+
+
+class _Undecodable(Exception):
+    """The decoder failed while working towards the target at episode time ``t``."""
+
+    def __init__(self, t: float, cause: Exception):
+        super().__init__(t, cause)
+        self.t, self.cause = t, cause
 
 
 class _Decoded:
@@ -77,9 +90,12 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
     order = sorted(range(len(targets)), key=targets.__getitem__)
     first, last = targets[order[0]], targets[order[-1]]
     half = period / 2
-    # The keyframe at/before a point just ahead of the first target, so the frame
-    # closest to it (possibly slightly earlier) is decoded too.
-    seek_to = max(0.0, first - half)
+    # Seek to the keyframe at/before a target: every frame before that keyframe is farther
+    # from the target than the keyframe itself, so the closest frame is decoded. The nudge
+    # (well under half a period) keeps a target that sits on a keyframe, up to float
+    # rounding, from landing on the keyframe before it and decoding a whole GOP for nothing.
+    nudge = min(half / 2, 1e-3)
+    seek_to = max(0.0, first + nudge)
     container.seek(int(seek_to / tb), stream=stream, backward=True, any_frame=False)
 
     chosen: list[_Decoded | None] = [None] * len(targets)
@@ -94,7 +110,10 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
     resought, skip_ahead, left_at = False, True, 0.0
     frames = container.decode(stream)
     while True:
-        frame = next(frames, None)
+        try:
+            frame = next(frames, None)
+        except av.FFmpegError as exc:
+            raise _Undecodable(float(timestamps[order[min(j, len(order) - 1)]]), exc) from None
         if frame is None:
             break
         if frame.pts is None:
@@ -134,7 +153,7 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
             break
         if skip_ahead and len(key_times) >= 2 and targets[order[j]] > current.time + period:
             interval = key_times[-1] - key_times[-2]
-            ahead = targets[order[j]] - half
+            ahead = targets[order[j]] + nudge
             if interval > 0 and ahead >= key_times[-1] + interval and ahead > current.time:
                 seek_to = ahead
                 container.seek(int(seek_to / tb), stream=stream, backward=True, any_frame=False)
