@@ -9,7 +9,7 @@ metrics the annotate jobs leave beside their logs
 from the cache writes none).
 Outputs, all under results/{dataset}/report/ and flagged for the HTML report:
   timelines/episode_{N:06d}.png             up to 100 evenly spaced episodes (Timelines)
-  vqa/episode_{N:06d}__{camera}.jpg         VQA overlays of 8 of those episodes, per camera
+  vqa/episode_{N:06d}__{camera}.jpg         VQA overlays of 4 of those episodes, per camera
   summary.html, usage.csv                   validation, rows per style, model usage
 The cost is bounded at any dataset size (~1-2 CPU-s; see episcribe.report).
 """

@@ -275,6 +275,30 @@ def test_usage_aggregates_metrics(tmp_path):
     assert parsed[1]["calls"] == "10" and list(parsed[0]) == list(report.USAGE_COLUMNS)
 
 
+def test_usage_reads_clean_files_fast_and_skips_bad_lines(tmp_path):
+    """Arrow reads whole modules at once; a file it cannot read is read line by line."""
+    d = tmp_path / "annotate_plan"
+    d.mkdir()
+    record = {"kind": "segment", "latency_s": 0.5, "prompt_tokens": 10, "outcome": "ok"}
+    lines = [json.dumps({**record, "retries": k % 2, "extra": {"x": 1}}) for k in range(6)]
+    (d / "episode_000000.metrics.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    (d / "episode_000001.metrics.jsonl").write_text("\n".join(lines[3:]))  # no final \n
+    (d / "episode_000002.metrics.jsonl").write_text(
+        lines[0] + "\n" + json.dumps({**record, "latency_s": "slow"}) + '\n{"kind": "seg'
+    )
+    (tmp_path / "annotate_vqa").mkdir()
+    (tmp_path / "annotate_vqa" / "episode_000000.metrics.jsonl").write_text(
+        json.dumps({"kind": "vqa_bbox", "latency_s": 2, "outcome": "invalid"}) + "\n"
+    )
+    paths = report.metrics_files(tmp_path, ["plan", "vqa"], [0, 1, 2])
+    rows = report.usage(report.read_metrics(paths), ["plan", "vqa"])
+    plan, segment, vqa, bbox, total = rows
+    assert plan["calls"] == segment["calls"] == 7  # 6 + the one good line of the bad file
+    assert plan["prompt_tokens"] == 70 and plan["retries"] == 3 and plan["failed"] == 0
+    assert vqa["calls"] == 1 and vqa["invalid"] == 1 and vqa["latency_max_s"] == 2.0
+    assert total["calls"] == 8
+
+
 def test_metrics_files_of_this_run_only(tmp_path):
     for name in ("episode_000001", "episode_000007", "episodes_000002-000003", "junk"):
         path = tmp_path / "annotate_vqa" / f"{name}.metrics.jsonl"
@@ -318,7 +342,7 @@ def test_summary_html_shows_validation_styles_and_usage():
     assert "<script" not in page
 
 
-def test_build_report_renders_every_episode_and_camera(staged, tmp_path):
+def test_build_report_renders_every_timeline_and_sampled_overlays(staged, tmp_path):
     dataset, staging = staged
     out = tmp_path / "report"
     result = report.build_report(
@@ -334,13 +358,18 @@ def test_build_report_renders_every_episode_and_camera(staged, tmp_path):
         summary_path=out / "summary.html",
         usage_path=out / "usage.csv",
     )
-    episodes = dataset.episode_indices()
+    episodes = dataset.episode_indices()  # six: a timeline each, overlays for four
+    assert report.MAX_OVERLAY_EPISODES == 4 < len(episodes) < report.MAX_TIMELINES
     assert result["timelines"] == len(episodes)
-    assert result["overlays"] == len(episodes) * len(dataset.cameras)
     assert sorted(p.name for p in (out / "timelines").iterdir()) == [
         f"episode_{i:06d}.png" for i in episodes
     ]
-    for i in episodes:
+    overlaid = [0, 2, 3, 5]
+    assert result["overlays"] == len(overlaid) * len(dataset.cameras)
+    assert sorted(p.name for p in (out / "vqa").iterdir()) == [
+        f"episode_{i:06d}__{cam}.jpg" for i in overlaid for cam in dataset.cameras
+    ]
+    for i in overlaid:
         for cam in dataset.cameras:
             with Image.open(out / "vqa" / f"episode_{i:06d}__{cam}.jpg") as im:
                 assert im.format == "JPEG" and im.width > 1000

@@ -34,8 +34,9 @@ from .build import (
 from .draw import BG, INK, KIND_COLOURS, MUTED, PALETTE, font, jpeg_bytes, png_bytes, wrap
 from .notes import EpisodeNotes, Marker, Span, VqaItem, collect, load_notes, say_text
 from .overlays import MAX_VQA_PANELS, draw_answer, pick_vqa, render_vqa_sheet
-from .summary import USAGE_COLUMNS, metrics_files, read_metrics, summary_html, usage, usage_csv
+from .summary import summary_html
 from .timeline import LEFT, RIGHT, STRIP_FRAMES, WIDTH, render_timeline, strip_times
+from .usage import USAGE_COLUMNS, Calls, metrics_files, read_metrics, usage, usage_csv
 from .video import Clip, panel_frames, strip_frames
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "STRIP_FRAMES",
     "USAGE_COLUMNS",
     "WIDTH",
+    "Calls",
     "Clip",
     "EpisodeNotes",
     "Marker",

@@ -15,18 +15,20 @@ from ..dataset import LeRobotDataset
 from .draw import jpeg_bytes, png_bytes
 from .notes import load_notes
 from .overlays import PANEL_W, pick_vqa, render_vqa_sheet
-from .summary import read_metrics, summary_html, usage, usage_csv
+from .summary import summary_html
 from .timeline import render_timeline, strip_slices, strip_times, tile_size
+from .usage import read_metrics, usage, usage_csv
 from .video import Clip, panel_frames, strip_frames
 
 log = logging.getLogger(__name__)
 
-# A timeline costs ~25 ms of CPU, an overlay sheet ~15 ms (20-s episodes, 320x240 video;
-# the text dominates, so longer episodes cost little more): with these caps the report
-# of any dataset renders in ~2.5 CPU-s, about 1.5 s on 2 cores. Episodes are evenly
+# Measured on 32 x 20-s episodes, 320x240 video, GOP 2 s (one core): a timeline costs
+# ~30 ms of CPU (two thirds of it FreeType drawing the text, then the PNG), an overlay
+# episode ~45 ms (a sheet per camera). Text is capped per image, so longer episodes cost
+# little more. With these caps no dataset costs more than ~3.5 CPU-s. Episodes are evenly
 # spaced samples; the overlay episodes are a subset of the timeline episodes.
 MAX_TIMELINES = 100
-MAX_OVERLAY_EPISODES = 8
+MAX_OVERLAY_EPISODES = 4
 TIMELINE_EXT, OVERLAY_EXT = "png", "jpg"
 
 

@@ -1,138 +1,16 @@
-"""The run summary: validation result, rows per style, model usage (HTML and CSV).
+"""The run summary page: validation result, rows per style, model usage.
 
-Model usage is aggregated from the metrics files the annotate jobs leave beside their
-logs (one JSON record per model call), per module and call kind.
+A self-contained HTML page (inline CSS, no scripts); the usage rows come from
+:mod:`.usage`.
 """
 
 from __future__ import annotations
 
-import csv
 import html
-import io
-import json
-import os
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-USAGE_COLUMNS = (
-    "module",
-    "kind",
-    "calls",
-    "ok",
-    "failed",
-    "invalid",
-    "retries",
-    "reprompted",
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_p50_s",
-    "latency_p90_s",
-    "latency_p99_s",
-    "latency_max_s",
-)
-
-
-def read_metrics(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    """Every call record of these metrics files, with ``module`` taken from the rule dir.
-
-    ``logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl``; missing files (jobs that
-    made no call: everything came from the cache) and unreadable lines are skipped.
-    """
-    records = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            continue
-        module = path.parent.name.removeprefix("annotate_")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append({**record, "module": module})
-    return records
-
-
-def metrics_files(
-    logs_dir: str | os.PathLike, modules: Iterable[str], episodes: Iterable[int]
-) -> list[Path]:
-    """The metrics files of the annotate jobs of these modules and episodes.
-
-    ``{logs_dir}/annotate_{module}/{shard}.metrics.jsonl`` where shard is
-    ``episode_000012`` or ``episodes_000000-000019``; files of shards whose first or last
-    episode is not in ``episodes`` (left from an earlier run over others) are skipped.
-    """
-    wanted = set(int(e) for e in episodes)
-    found = []
-    for module in modules:
-        for path in sorted(Path(logs_dir, f"annotate_{module}").glob("*.metrics.jsonl")):
-            label = path.name.removesuffix(".metrics.jsonl")
-            bounds = label.split("_", 1)[-1].split("-")
-            try:
-                first, last = int(bounds[0]), int(bounds[-1])
-            except ValueError:
-                continue
-            if first in wanted and last in wanted:
-                found.append(path)
-    return found
-
-
-def _usage_row(module: str, kind: str, records: list[dict]) -> dict:
-    latencies = np.array([float(r.get("latency_s") or 0.0) for r in records])
-    outcomes = Counter(r.get("outcome") for r in records)
-    pct = np.percentile(latencies, [50, 90, 99]).tolist() if len(latencies) else [0.0, 0.0, 0.0]
-    return {
-        "module": module,
-        "kind": kind,
-        "calls": len(records),
-        "ok": outcomes.get("ok", 0),
-        "failed": len(records) - outcomes.get("ok", 0),
-        "invalid": outcomes.get("invalid", 0),
-        "retries": sum(int(r.get("retries") or 0) for r in records),
-        "reprompted": sum(bool(r.get("reprompted")) for r in records),
-        "prompt_tokens": sum(int(r.get("prompt_tokens") or 0) for r in records),
-        "completion_tokens": sum(int(r.get("completion_tokens") or 0) for r in records),
-        "latency_p50_s": round(pct[0], 3),
-        "latency_p90_s": round(pct[1], 3),
-        "latency_p99_s": round(pct[2], 3),
-        "latency_max_s": round(float(latencies.max()), 3) if len(latencies) else 0.0,
-    }
-
-
-def usage(records: Sequence[dict], modules: Sequence[str] = ()) -> list[dict]:
-    """One row per module (kind "all"), each followed by its rows per call kind.
-
-    Every module in ``modules`` gets a row, with zero calls when it made none.
-    """
-    by_module: dict[str, list[dict]] = defaultdict(list)
-    for record in records:
-        by_module[record["module"]].append(record)
-    order = list(modules) + sorted(m for m in by_module if m not in modules)
-    rows = []
-    for module in order:
-        recs = by_module.get(module, [])
-        rows.append(_usage_row(module, "all", recs))
-        by_kind: dict[str, list[dict]] = defaultdict(list)
-        for r in recs:
-            by_kind[str(r.get("kind"))].append(r)
-        rows += [_usage_row(module, kind, by_kind[kind]) for kind in sorted(by_kind)]
-    if len(order) > 1:
-        rows.append(_usage_row("total", "all", list(records)))
-    return rows
-
-
-def usage_csv(rows: Sequence[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=USAGE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
+from .usage import USAGE_COLUMNS
 
 # -- the summary page ----------------------------------------------------------------
 CSS = """
