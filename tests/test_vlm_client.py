@@ -179,6 +179,68 @@ def test_slot_pool_hands_out_distinct_slots_and_reuses_released_ones(tmp_path):
     pool.close()
 
 
+def test_slot_pool_many_waiters_stay_bounded_and_one_poller_polls(tmp_path):
+    pool = SlotPool(tmp_path, 3)
+    polls = 0
+    try_acquire = pool.try_acquire
+
+    def counted():
+        nonlocal polls
+        polls += 1
+        return try_acquire()
+
+    pool.try_acquire = counted
+    held = peak = 0
+
+    async def one() -> None:
+        nonlocal held, peak
+        async with pool.slot():
+            held += 1
+            peak = max(peak, held)
+            await asyncio.sleep(0.001)
+            held -= 1
+
+    async def go() -> None:
+        blocker = SlotPool(tmp_path, 3)  # another "process" holds every slot for 0.2 s
+        taken = [blocker.try_acquire() for _ in range(3)]
+        tasks = [asyncio.ensure_future(one()) for _ in range(300)]
+        await asyncio.sleep(0.2)
+        assert held == 0
+        # 300 waiters, ~40 polling rounds: one poller polls, not every waiter.
+        assert polls < 300 + 100, polls
+        for i in taken:
+            blocker.release(i)
+        await asyncio.gather(*tasks)
+        blocker.close()
+
+    run(go())
+    assert peak == 3 and held == 0
+    pool.close()
+
+
+def test_slot_pool_waiters_are_served_in_order_and_cancelled_ones_skipped(tmp_path):
+    pool = SlotPool(tmp_path, 1)
+    order: list[str] = []
+
+    async def one(name: str) -> None:
+        async with pool.slot():
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    async def go() -> None:
+        first = pool.try_acquire()
+        tasks = {n: asyncio.ensure_future(one(n)) for n in "abcd"}
+        await asyncio.sleep(0.02)
+        tasks["b"].cancel()
+        pool.release(first)
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        assert pool.try_acquire() is not None  # nothing leaked
+
+    run(go())
+    assert order == ["a", "c", "d"]
+    pool.close()
+
+
 def test_requests_rotate_over_replicas(tmp_path):
     with (
         run_fake(tmp_path, name="a") as (base_a, log_a),

@@ -6,8 +6,13 @@ semaphore cannot see the other jobs, so the bound is a pool of ``size`` lock fil
 (``run_dir/slots/slot_{i}.lock``): a request holds an exclusive ``flock`` on one of them
 while it is in flight. The kernel drops a lock when its process dies, however it dies,
 so a killed job never leaks a slot and there is nothing to clean up. Acquiring a free
-slot costs a few microseconds (one non-blocking ``flock``); when all are taken the
-caller sleeps ~5 ms and tries again.
+slot costs a few microseconds (one non-blocking ``flock``). When all are taken, the
+caller queues inside its process (first come, first served) and one poller per process
+and event loop tries the locks every ~5 ms for the whole queue: however many requests
+wait, a process polls at the same rate, where a poll per waiter and 5 ms would burn a
+core with a few hundred waiters. A slot released in this process is not handed straight
+to the next local waiter: it goes back to the pool, so a process with a long queue
+cannot starve the other jobs.
 
 Keep ``run_dir`` on a local filesystem: ``flock`` is unreliable on some network ones.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +42,8 @@ class SlotPool:
         self._fds: list[int | None] = [None] * size
         self._held: set[int] = set()  # flock is per open file: track our own holders
         self._next = os.getpid() % size  # processes start their scans at different slots
+        self._waiters: deque[asyncio.Future[int]] = deque()
+        self._poller: asyncio.Task | None = None
 
     def try_acquire(self) -> int | None:
         """Take a free slot without waiting; return its index, or None when all are busy."""
@@ -63,11 +71,41 @@ class SlotPool:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     async def acquire(self) -> int:
-        while True:
+        if not self._waiters:  # queued requests go first
             i = self.try_acquire()
             if i is not None:
                 return i
-            await asyncio.sleep(POLL_S)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[int] = loop.create_future()
+        self._waiters.append(waiter)
+        if self._poller is None or self._poller.done() or self._poller.get_loop() is not loop:
+            self._poller = loop.create_task(self._poll())
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # granted just as the caller was cancelled
+            raise
+
+    async def _poll(self) -> None:
+        """Grant slots to the queued waiters, in order, until none is left."""
+        while True:
+            while self._waiters and self._waiters[0].done():
+                self._waiters.popleft()  # cancelled while queued
+            if not self._waiters:
+                return
+            try:
+                i = self.try_acquire()
+            except OSError as exc:  # the slot files cannot be opened: fail the queue
+                while self._waiters:
+                    waiter = self._waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                return
+            if i is None:
+                await asyncio.sleep(POLL_S)
+                continue
+            self._waiters.popleft().set_result(i)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[int]:
