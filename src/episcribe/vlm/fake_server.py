@@ -478,19 +478,21 @@ class Handler(BaseHTTPRequestHandler):
                 state.record(entry)
                 self.close_connection = True
                 return
-            time.sleep(state.latency_s)
+            if state.latency_s > 0:
+                time.sleep(state.latency_s)
             if fault in ("500", "429"):
                 code = int(fault)
                 msg = "Internal server error (injected)" if code == 500 else "Too many requests"
                 return self._fail(entry, code, msg, "ServerError")
-            rng = random.Random(hashlib.sha256(raw).digest())
+            digest = hashlib.sha256(raw).digest()
+            rng = random.Random(digest)
             if fault == "nonjson":
                 content = f"Sure! {observation(rng)} I think the task is going well."
             elif fault == "schema":
                 content = json.dumps({"unexpected": instruction(rng)})
             else:
                 content = answer(req, rng)
-            self._finish(entry, 200, _completion(state.model, raw, content, req))
+            self._finish(entry, 200, _completion(state.model, digest, content, req))
         finally:
             if state.gate is not None:
                 state.gate.release()
@@ -540,10 +542,10 @@ def _err(message: str, kind: str, code: int) -> dict:
     return {"message": message, "type": kind, "param": None, "code": code}
 
 
-def _completion(model: str, raw: bytes, content: str, req: Request) -> dict:
+def _completion(model: str, digest: bytes, content: str, req: Request) -> dict:
     prompt_tokens = len(req.text) // 4 + 256 * len(req.image_sizes)
     return {
-        "id": "chatcmpl-" + hashlib.sha256(raw).hexdigest()[:24],
+        "id": "chatcmpl-" + digest.hex()[:24],
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
