@@ -8,10 +8,11 @@ metrics the annotate jobs leave beside their logs
 (logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl; a job whose episodes all came
 from the cache writes none).
 Outputs, all under results/{dataset}/report/ and flagged for the HTML report:
-  timelines/episode_{N:06d}.png             up to 100 evenly spaced episodes (Timelines)
+  timelines/episode_{N:06d}.png             up to 64 evenly spaced episodes (Timelines)
   vqa/episode_{N:06d}__{camera}.jpg         VQA overlays of 4 of those episodes, per camera
   summary.html, usage.csv                   validation, rows per style, model usage
-The cost is bounded at any dataset size (~1-2 CPU-s; see episcribe.report).
+The cost is bounded at any dataset size (1.5 CPU-s for 32 episodes, ~4 at 10,000;
+see episcribe.report.build).
 """
 
 

@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 
 # Measured on 32 x 20-s episodes, 320x240 video, GOP 2 s (one core): a timeline costs
 # ~30 ms of CPU (two thirds of it FreeType drawing the text, then the PNG), an overlay
-# episode ~45 ms (a sheet per camera). Text is capped per image, so longer episodes cost
-# little more. With these caps no dataset costs more than ~3.5 CPU-s. Episodes are evenly
-# spaced samples; the overlay episodes are a subset of the timeline episodes.
-MAX_TIMELINES = 100
+# episode ~45 ms (a sheet per camera); text is capped per image, so longer episodes cost
+# little more. With these caps the images cost at most ~2.2 CPU-s; at 10,000 episodes
+# the model usage (~500,000 call records) adds ~1.3 and the job start ~0.5: ~4 CPU-s.
+# Episodes are evenly spaced samples; the overlay episodes are a subset of the timeline
+# episodes.
+MAX_TIMELINES = 64
 MAX_OVERLAY_EPISODES = 4
 TIMELINE_EXT, OVERLAY_EXT = "png", "jpg"
 
