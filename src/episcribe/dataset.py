@@ -124,6 +124,7 @@ class LeRobotDataset:
         self._sizes = {cam: _camera_size(cam, info["features"][cam]) for cam in self.cameras}
         self._info_cache: dict[int, EpisodeInfo] = {}
         self._size_cache: dict[Path, int] = {}
+        self._path_cache: dict[tuple[str | None, int, int], Path] = {}
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -297,11 +298,27 @@ class LeRobotDataset:
 
     def source_files(self, indices: Iterable[int]) -> list[Path]:
         """Data shards and video files holding these episodes (sorted, no duplicates)."""
-        files: set[Path] = set()
+        # From the (chunk, file) columns directly, each distinct file's path built once:
+        # the Snakefile asks this for every shard of 10,000 episodes on every start.
+        cols = self._cols
+        keys = [("data/chunk_index", "data/file_index", None)] + [
+            (f"videos/{cam}/chunk_index", f"videos/{cam}/file_index", cam) for cam in self.cameras
+        ]
+        wanted = set()
         for i in indices:
-            info = self.episode_info(i)
-            files.add(info.data_path)
-            files.update(seg.path for seg in info.videos.values())
+            row = self._row(i)
+            for chunk_col, file_col, cam in keys:
+                wanted.add((cam, int(cols[chunk_col][row]), int(cols[file_col][row])))
+        files = set()
+        for cam, chunk, file in wanted:
+            path = self._path_cache.get((cam, chunk, file))
+            if path is None:
+                if cam is None:
+                    path = self._data_path(chunk, file)
+                else:
+                    path = self._video_path(cam, chunk, file)
+                self._path_cache[(cam, chunk, file)] = path
+            files.add(path)
         return sorted(files)
 
     def episode_fingerprint(self, index: int) -> str:

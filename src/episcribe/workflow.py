@@ -2,7 +2,7 @@
 
 ``WorkflowPlan`` turns the validated config and the dataset's metadata into the
 shards, paths and rule parameters that ``rules/*.smk`` declare. The path grammar
-lives here and in ``staging.staging_file`` only:
+lives here and in ``staging.staging_file`` (``staging_paths``) only:
 
     results/{dataset}/staging/episode_{N:06d}/{module}.jsonl    one module, one episode
     results/{dataset}/cache/{module}/..                        content-addressed rows
@@ -15,6 +15,7 @@ lives here and in ``staging.staging_file`` only:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .dataset import LeRobotDataset
 from .errors import ConfigError
 from .modules import DEPENDS_ON
 from .prompts import prompt_files
-from .staging import MODULES, staging_file
+from .staging import MODULES, staging_paths
 
 # Snakemake's scheduling cost per job grows with the number of jobs (shared/notes:
 # 25+ minutes of pure overhead at 20,000 jobs), so a run stays under about this many.
@@ -125,8 +126,13 @@ class WorkflowPlan:
                 f"its cameras are: {', '.join(self.dataset.cameras)}"
             )
         self.model = model_identity(config["vlm"], camera)
+        self._staging_cache: dict[str, list[str]] = {}
+        self._sources_cache: dict[Shard, list[str]] = {}
 
     # -- paths ---------------------------------------------------------------------
+    # At 10,000 episodes the rule files ask for these 100,000+ times while snakemake
+    # parses the Snakefile (and again in every cluster job), so they are plain strings,
+    # formatted once and kept.
     @property
     def results(self) -> Path:
         return Path("results") / self.name
@@ -136,14 +142,23 @@ class WorkflowPlan:
         return self.results / "staging"
 
     def staging_outputs(self, module: str, shard: Shard) -> list[str]:
-        return [str(staging_file(self.staging_dir, ep, module)) for ep in shard.episodes]
+        return staging_paths(self.staging_dir, shard.episodes, module)
 
     def all_staging(self) -> list[str]:
-        return [
-            str(staging_file(self.staging_dir, ep, module))
-            for module in self.modules
-            for ep in self.episodes
-        ]
+        return [path for module in self.modules for path in self._all_staging(module)]
+
+    def missing_staging(self) -> list[str]:
+        """The staging files of the plan that do not exist (one ``stat`` each)."""
+        exists = os.path.exists
+        return [path for path in self.all_staging() if not exists(path)]
+
+    def _all_staging(self, module: str) -> list[str]:
+        cached = self._staging_cache.get(module)
+        if cached is None:
+            cached = self._staging_cache[module] = staging_paths(
+                self.staging_dir, self.episodes, module
+            )
+        return cached
 
     def log(self, rule: str, shard: Shard | None = None, suffix: str = ".log") -> str:
         return str(Path("logs") / self.name / rule / f"{shard.label if shard else rule}{suffix}")
@@ -168,14 +183,15 @@ class WorkflowPlan:
         return [str(p) for p in prompt_files(self.prompts_dir, module)]
 
     def source_inputs(self, shard: Shard) -> list[str]:
-        return [str(p) for p in self.dataset.source_files(list(shard.episodes))]
+        # The same for every module's job of the shard: computed once per shard.
+        cached = self._sources_cache.get(shard)
+        if cached is None:
+            cached = [str(p) for p in self.dataset.source_files(shard.episodes)]
+            self._sources_cache[shard] = cached
+        return list(cached)
 
     def upstream_inputs(self, module: str, shard: Shard) -> list[str]:
-        return [
-            str(staging_file(self.staging_dir, ep, dep))
-            for dep in self.upstream(module)
-            for ep in shard.episodes
-        ]
+        return [path for dep in self.upstream(module) for path in self.staging_outputs(dep, shard)]
 
     def module_settings(self, module: str) -> dict:
         if module == "plan_update":
