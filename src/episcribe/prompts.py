@@ -20,6 +20,7 @@ import copy
 import json
 import string
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,9 @@ class Prompt:
     schema: dict
     path: Path | None = None
 
-    @property
+    @cached_property
     def fields(self) -> list[str]:
-        """The placeholders the template uses, in order of first use."""
+        """The placeholders the template uses, in order of first use (parsed once)."""
         return _fields(self.template, self._where)
 
     @property
