@@ -78,20 +78,35 @@ def job_params(module, shard):
 
 
 def final_outputs():
-    # The staging files are targets themselves: Snakemake does not rebuild a deleted
-    # intermediate file while everything downstream of it is up to date, and deleting
-    # one episode's file is how a user asks for that episode to be redone.
-    # Plain paths, not rules.<rule>.output references: with any such reference, Snakemake
-    # hashes the whole 40,000-file input list once per input file while building the DAG
-    # (Rule.expand_input -> Namedlist.__hash__: quadratic; the 10,000-episode dry run spent
-    # minutes there). The paths are those of the rules' outputs.
+    # A deleted staging file must be annotated anew, but Snakemake does not rebuild a
+    # missing intermediate file while everything downstream of it is up to date: so the
+    # staging files that are missing are targets themselves. Only those: a present one
+    # is up to date or not through validate_staging (which lists them all), and listing
+    # all 40,000 again here cost seconds of every start at 10,000 episodes (each path is
+    # matched against every rule's outputs while the DAG is built). Before the first
+    # validation report exists validate_staging runs anyway, and with it every job whose
+    # staging files are missing, so none is listed then. Plain paths, the same as the
+    # rules' outputs (a few files: no need for the references validate_staging uses).
     results = f"results/{DATASET}"
-    return PLAN.all_staging() + [
+    validation = f"{results}/validation/report.json"
+    missing = PLAN.missing_staging() if os.path.exists(validation) else []
+    return missing + [
         f"{results}/write/manifest.json",
-        f"{results}/validation/report.json",
+        validation,
         f"{results}/report/timelines",
         f"{results}/report/vqa",
         f"{results}/report/summary.html",
+    ]
+
+
+def annotate_outputs():
+    """Every staging file, module by module, as rules.<rule>.output items of the
+    annotate rules that write them (PLAN.all_staging(), with their producers)."""
+    return [
+        path
+        for module in PLAN.modules
+        for shard in SHARDS
+        for path in getattr(rules, shard.rule_name(module)).output
     ]
 
 
