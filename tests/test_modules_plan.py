@@ -331,3 +331,26 @@ def test_rng_for_is_stable_and_independent_of_python_hash():
     assert rng_for(1729, 3, "vqa").random() == rng_for(1729, 3, "vqa").random()
     assert rng_for(1729, 3, "vqa").random() != rng_for(1729, 4, "vqa").random()
     assert rng_for(1729, 0, "interjections").randrange(10**9) == 972095831
+
+
+def test_frame_sheets_asked_twice_are_decoded_and_encoded_once(synth_small):
+    # describe + segment (and derive_task over the same window) send the same sheets.
+    dataset = LeRobotDataset.open(synth_small)
+    episode = dataset.load_episode(1)
+    frames = FrameSource(dataset, episode, DEFAULTS["vlm"])
+    camera, times = dataset.cameras[0], [float(t) for t in episode.timestamps[::5]]
+
+    async def go():
+        first, again = await asyncio.gather(
+            frames.sheets(camera, times, 4), frames.sheets(camera, times, 4)
+        )
+        later = await frames.sheets(camera, times, 4)
+        single = await frames.sheets(camera, times[:2], 1)
+        return first, again, later, single
+
+    first, again, later, single = asyncio.run(go())
+    n_sheets = -(-len(times) // 4)
+    assert first == again == later and len(first[0]) == n_sheets
+    assert len(single[0]) == 2
+    assert frames.decoded == len(times)  # the 2 single frames come from the frame cache
+    assert frames.encoded == n_sheets + 2

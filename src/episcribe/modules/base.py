@@ -40,6 +40,9 @@ PLACEHOLDER_TASKS = frozenset({"test", "debug", "task", "todo", "none", "n/a"})
 MIN_TASK_WORDS = 3
 
 
+SHEETS_KEPT = 4  # sheets() results remembered per episode (a few MB of JPEG at most)
+
+
 class FrameSource:
     """Decoded frames of one episode, per (camera, timestamp), with a bounded cache.
 
@@ -48,6 +51,10 @@ class FrameSource:
     camera are serialised so a frame asked for twice is decoded once. The cache keeps at
     most ``cache_size`` images (least recently used dropped): long episodes must not hold
     every frame in memory.
+
+    ``sheets`` remembers its last few results, so calls that send the same frames (the
+    plan module's describe and segment, and derive_task over the same window) share one
+    decode and one JPEG encoding, even when they ask at the same time.
     """
 
     def __init__(self, dataset: LeRobotDataset, episode: Episode, vlm: dict, cache_size: int = 32):
@@ -58,7 +65,9 @@ class FrameSource:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, float], Image.Image] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._sheets: OrderedDict[tuple, asyncio.Future] = OrderedDict()
         self.decoded = 0
+        self.encoded = 0  # JPEG data URLs made
 
     def segment(self, camera: str):
         return self.episode.info.videos[camera]
@@ -89,6 +98,7 @@ class FrameSource:
 
     def data_url(self, image: Image.Image) -> str:
         """The JPEG data URL the model is sent (longer side <= vlm.image_max_side)."""
+        self.encoded += 1
         return jpeg_data_url(image, self.max_side, self.quality)
 
     async def data_urls(self, images: Sequence[Image.Image]) -> list[str]:
@@ -109,7 +119,24 @@ class FrameSource:
 
         ``per_sheet`` > 1 packs consecutive frames into contact sheets of that many tiles
         (fewer image tokens per frame); 1 sends each frame as its own labelled image.
+        The same request again (while the first is in flight, or among the last
+        ``SHEETS_KEPT``) gets the same URLs without decoding or encoding anything.
         """
+        key = (camera, tuple(float(t) for t in timestamps), per_sheet)
+        future = self._sheets.get(key)
+        if future is None or (future.done() and (future.cancelled() or future.exception())):
+            future = asyncio.ensure_future(self._make_sheets(camera, timestamps, per_sheet))
+            self._sheets[key] = future
+            while len(self._sheets) > SHEETS_KEPT:
+                self._sheets.popitem(last=False)
+        else:
+            self._sheets.move_to_end(key)
+        urls, layout = await asyncio.shield(future)
+        return list(urls), layout
+
+    async def _make_sheets(
+        self, camera: str, timestamps: Sequence[float], per_sheet: int
+    ) -> tuple[list[str], str]:
         images = await self.get(camera, timestamps)
         labels = [f"{float(t):.3f}s" for t in timestamps]
 
