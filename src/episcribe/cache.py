@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .atomic import write_text
-from .staging import read_rows, staging_file, write_rows
+from .staging import read_rows, staging_file, staging_paths, write_rows
 
 
 def digest(obj: object) -> str:
@@ -69,17 +70,31 @@ def _delivered(module_dir: Path, episode: int) -> Path:
 
 
 def forget_deleted(cache_root: str | Path, staging_dir: str | Path, modules: list[str]) -> int:
-    """Drop cached rows whose staging file was deleted since it was written; count them."""
+    """Drop cached rows whose staging file was deleted since it was written; count them.
+
+    Runs at every snakemake start, over one record per delivered episode and module
+    (40,000 at 10,000 episodes), so it lists each ``delivered`` directory once and checks
+    the staging files by plain string paths. Names that are not records (a temporary
+    file left by a killed write) are skipped.
+    """
     forgotten = 0
     for module in modules:
         module_dir = Path(cache_root) / module
         delivered = module_dir / "delivered"
-        if not delivered.is_dir():
+        try:
+            names = os.listdir(delivered)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        for record in delivered.iterdir():
-            episode = int(record.name.removeprefix("episode_"))
-            if staging_file(staging_dir, episode, module).exists():
+        records = {}
+        for name in names:
+            number = name.removeprefix("episode_")
+            if number != name and number.isdigit():
+                records[name] = int(number)
+        paths = staging_paths(staging_dir, records.values(), module)
+        for name, staging in zip(records, paths, strict=True):
+            if os.path.exists(staging):
                 continue
+            record = delivered / name
             key = record.read_text().strip()
             _entry(module_dir, key).unlink(missing_ok=True)
             record.unlink()
