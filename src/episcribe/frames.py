@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import av
+from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 
 from .dataset import VideoSegment
@@ -71,23 +72,30 @@ class _Undecodable(Exception):
 
 
 class _Decoded:
-    """A decoded frame and its time; converted to RGB once, and only if picked."""
+    """A decoded frame and its time; converted to RGB once, and only if picked.
 
-    __slots__ = ("frame", "time", "_image")
+    The conversion goes through one reformatter per decode: ``frame.to_image()`` sets up
+    a new scaler for every frame, ~0.8 ms of CPU per 320x240 frame against ~0.25 ms,
+    for the same pixels.
+    """
 
-    def __init__(self, frame, time: float):
+    __slots__ = ("frame", "time", "_image", "_reformatter")
+
+    def __init__(self, frame, time: float, reformatter: VideoReformatter):
         self.frame, self.time, self._image = frame, time, None
+        self._reformatter = reformatter
 
     def image(self) -> Image.Image:
         if self._image is None:
-            # The same rgb24 conversion as frame.to_image(), at a third of its CPU.
-            self._image = Image.fromarray(self.frame.to_ndarray(format="rgb24"))
-            self.frame = None  # release the decoder's buffer
+            rgb = self._reformatter.reformat(self.frame, format="rgb24")
+            self._image = Image.fromarray(rgb.to_ndarray())
+            self.frame = self._reformatter = None  # release the decoder's buffer
         return self._image
 
 
 def _pick(container, stream, targets, period, where, timestamps) -> list[Image.Image]:
     tb = stream.time_base
+    rgb = VideoReformatter()
     order = sorted(range(len(targets)), key=targets.__getitem__)
     first, last = targets[order[0]], targets[order[-1]]
     half = period / 2
@@ -120,7 +128,7 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
         if frame.pts is None:
             continue
         decoded += 1
-        current = _Decoded(frame, float(frame.pts * tb))
+        current = _Decoded(frame, float(frame.pts * tb), rgb)
         if resought:
             resought = False
             if current.time > seek_to + 1e-6:
@@ -169,11 +177,12 @@ def _pick(container, stream, targets, period, where, timestamps) -> list[Image.I
 
 def _pick_from_start(container, stream, targets, period, where, timestamps):
     tb = stream.time_base
+    rgb = VideoReformatter()
     best: list[_Decoded | None] = [None] * len(targets)
     for frame in container.decode(stream):
         if frame.pts is None:
             continue
-        current = _Decoded(frame, float(frame.pts * tb))
+        current = _Decoded(frame, float(frame.pts * tb), rgb)
         for k, target in enumerate(targets):
             if best[k] is None or abs(current.time - target) < abs(best[k].time - target):
                 best[k] = current
