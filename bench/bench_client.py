@@ -89,9 +89,12 @@ def requests(args) -> tuple[list[list[dict]], dict]:
     if args.kind == "derive_task":
         return [[user_message(f"call {i}")] for i in range(args.calls)], SCHEMA
     prompt = PromptSet(PROMPTS).get(args.kind)
-    # A frame-like image (noise compresses like video, a flat colour would not).
-    image = Image.effect_noise((320, 240), 60).convert("RGB")
+    # A frame-like image: a gradient with a little noise, ~7.6 KB of JPEG (the synthetic
+    # benchmark dataset's frames are ~4.4 KB, camera frames of this size ~10-15 KB).
+    gradient = Image.linear_gradient("L").resize((320, 240)).convert("RGB")
+    image = Image.blend(gradient, Image.effect_noise((320, 240), 5).convert("RGB"), 0.5)
     url = jpeg_data_url(image)
+    print(f"{args.kind} calls with one 320x240 JPEG of {len(url) * 3 // 4 / 1024:.1f} KB")
     coords = "Coordinate system: normalized 0-1000"
     messages = [
         [
