@@ -32,6 +32,7 @@ for module in PLAN.modules:
             name:
                 shard.rule_name(module)
             input:
+                *upstream_outputs(module, shard),
                 **job_inputs(module, shard),
             output:
                 PLAN.staging_outputs(module, shard),

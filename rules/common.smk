@@ -65,8 +65,15 @@ def job_inputs(module, shard):
     return {
         "prompts": PLAN.prompt_inputs(module),
         "sources": sources,
-        "upstream": PLAN.upstream_inputs(module, shard),
     }
+
+
+def upstream_outputs(module, shard):
+    """The staging files of the modules this one builds on, for the same shard, as
+    rules.<rule>.output items (unnamed inputs: see validate_staging for why)."""
+    return [
+        path for dep in PLAN.upstream(module) for path in getattr(rules, shard.rule_name(dep)).output
+    ]
 
 
 def job_params(module, shard):

@@ -190,9 +190,6 @@ class WorkflowPlan:
             self._sources_cache[shard] = cached
         return list(cached)
 
-    def upstream_inputs(self, module: str, shard: Shard) -> list[str]:
-        return [path for dep in self.upstream(module) for path in self.staging_outputs(dep, shard)]
-
     def module_settings(self, module: str) -> dict:
         if module == "plan_update":
             # plan_update reads no plan.* knob of its own: its inputs are the plan and
