@@ -129,11 +129,11 @@ def test_hub_options_this_version_cannot_honour_are_refused_not_ignored(tmp_path
 
 @pytest.mark.parametrize("episodes", [1, 6, 32, 100, 10_000])
 def test_auto_job_cut_covers_every_episode_once_in_few_jobs(episodes):
-    from episcribe.workflow import MAX_JOBS, shard_episodes
+    from episcribe.workflow import AUTO_EPISODES_PER_JOB, MAX_JOBS, shard_episodes
 
     shards = shard_episodes(list(range(episodes)), "auto", n_modules=4)
     assert [e for s in shards for e in s.episodes] == list(range(episodes))
     # Few enough jobs for Snakemake, and none so small that start-up dominates it.
     assert len(shards) * 4 <= MAX_JOBS + 4
-    assert all(len(s.episodes) >= 16 for s in shards[:-1])
+    assert all(len(s.episodes) >= AUTO_EPISODES_PER_JOB for s in shards[:-1])
     assert shard_episodes(list(range(episodes)), 1, n_modules=4)[-1].episodes == (episodes - 1,)

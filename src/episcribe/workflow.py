@@ -26,14 +26,16 @@ from .modules import DEPENDS_ON
 from .prompts import prompt_files
 from .staging import MODULES, staging_paths
 
-# Snakemake's scheduling cost per job grows with the number of jobs (shared/notes:
-# 25+ minutes of pure overhead at 20,000 jobs), so a run stays under about this many.
-MAX_JOBS = 2000
-# Episodes per job under workflow.episodes_per_job: auto. A job costs ~1 CPU-s before its
-# first model call (Python, imports, opening the dataset), so one job per episode would
-# spend more on start-up than a 20-s episode's calls cost a server (bench/README.md);
-# 16 episodes, worked on episode_concurrency at a time, keep a job's calls overlapping.
-AUTO_EPISODES_PER_JOB = 16
+# Snakemake's cost per job grows with the number of jobs (shared/notes: 25+ minutes of
+# pure overhead at 20,000 jobs; bench_scale: a no-op re-run of 10,000 episodes takes
+# 13.9 s with 2,004 jobs, 12.5 s with 1,004), so a run stays under about this many.
+MAX_JOBS = 1000
+# Episodes per job under workflow.episodes_per_job: auto. A job costs ~1 CPU-s and
+# ~150 MB before its first model call (Python, imports, opening the dataset), so one job
+# per episode would spend more on start-up than a 20-s episode's calls cost a server, and
+# many jobs at once more memory (bench/README.md). A cached episode costs a job almost
+# nothing, so rebuilding one episode stays cheap in a big shard.
+AUTO_EPISODES_PER_JOB = 32
 SERVER_RUN_DIR = Path(".episcribe") / "server"
 # Modules that draw from the seeded RNG; only their jobs re-run when the seed changes.
 SEEDED_MODULES = ("interjections", "vqa")
