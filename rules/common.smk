@@ -103,6 +103,7 @@ def final_outputs():
         f"{results}/report/timelines",
         f"{results}/report/vqa",
         f"{results}/report/summary.html",
+        f"{results}/report/usage.csv",
     ]
 
 

@@ -1,25 +1,31 @@
-"""render_report: what `snakemake --report report.html` shows, rendered in one job.
+"""The report: what `snakemake --report report.html` shows, in two jobs.
 
-Input: the validation report only. It depends on every staging file, so a changed
-staging file re-runs validate_staging, whose new report.json re-renders the report;
-listing the staging files here again would only make snakemake check 40,000 more paths
-at 10,000 episodes. The staging files are read (not declared), as are the model-usage
-metrics the annotate jobs leave beside their logs
-(logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl; a job whose episodes all came
-from the cache writes none).
-Outputs, all under results/{dataset}/report/ and flagged for the HTML report:
-  timelines/episode_{N:06d}.png             up to 64 evenly spaced episodes (Timelines)
-  vqa/episode_{N:06d}__{camera}.jpg         VQA overlays of 4 of those episodes, per camera
-  summary.html, usage.csv                   validation, rows per style, model usage
-The cost is bounded at any dataset size (1.5 CPU-s for 32 episodes, ~4 at 10,000;
-see episcribe.report.build).
+render_report: the images, from the staging files alone, so that they render beside
+validate_staging rather than after it (the images are most of the report's cost).
+  Input: every staging file, as validate_staging lists them.
+  Outputs, under results/{dataset}/report/, flagged for the HTML report:
+    timelines/episode_{N:06d}.png           up to 64 evenly spaced episodes (Timelines)
+    vqa/episode_{N:06d}__{camera}.jpg       VQA overlays of 4 of those episodes, per camera
+  ~1.5 CPU-s for 32 episodes, ~2.5 at 10,000 (capped; see episcribe.report.build).
+
+summarize_run: the run summary, from the validation report.
+  Input: results/{dataset}/validation/report.json. Also read (not declared): the
+  model-usage metrics the annotate jobs leave beside their logs
+  (logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl; a job whose episodes all came
+  from the cache writes none). Which episodes have images it computes as render_report
+  does (report_episodes), so it does not wait for them.
+  Outputs: results/{dataset}/report/summary.html, usage.csv (Summary).
+  ~0.5 CPU-s for 32 episodes, ~2 at 10,000 (the metrics of ~500,000 calls).
 """
+
+from episcribe.report.build import sample_episodes
 
 
 rule render_report:
     input:
-        # A plain path, as in final_outputs (common.smk).
-        validation=f"results/{DATASET}/validation/report.json",
+        # Every staging file, named exactly as validate_staging names them and unnamed for
+        # the same reason (see validate.smk): rules.<rule>.output references.
+        annotate_outputs(),
     output:
         timelines=report(
             directory(f"results/{DATASET}/report/timelines"),
@@ -36,6 +42,30 @@ rule render_report:
             subcategory="{camera}",
             labels={"episode": "{episode}", "camera": "{camera}"},
         ),
+    params:
+        dataset_root=str(PLAN.dataset.root),
+        staging_dir=str(PLAN.staging_dir),
+        # Small params only: the report repeats a job's params beside every file it shows.
+        # The plan's episodes that get a timeline (at most 64), not all of them.
+        episodes=sample_episodes(PLAN.episodes),
+        modules=PLAN.modules,
+        model=PLAN.model,
+    # One core: rendering is GIL-bound, and validate_staging (then write_dataset and
+    # summarize_run) runs beside it.
+    threads: 1
+    log:
+        PLAN.log("render_report"),
+    benchmark:
+        PLAN.benchmark("render_report")
+    script:
+        "../scripts/render_report.py"
+
+
+rule summarize_run:
+    input:
+        # A plain path, as in final_outputs (common.smk). The episodes are the report's.
+        validation=f"results/{DATASET}/validation/report.json",
+    output:
         summary=report(
             f"results/{DATASET}/report/summary.html",
             caption="../report/summary.rst",
@@ -49,20 +79,15 @@ rule render_report:
             labels={"file": "model usage (CSV)"},
         ),
     params:
-        dataset_root=str(PLAN.dataset.root),
         dataset_name=DATASET,
-        staging_dir=str(PLAN.staging_dir),
         modules=PLAN.modules,
         model=PLAN.model,
-        # Small params only: the report repeats a job's params beside every file it shows.
-        # The episodes are those of the validation report; the metrics files are found
-        # below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
+        # The metrics files are found below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
         logs_dir=str(Path("logs") / DATASET),
-    # One core: rendering is GIL-bound, and write_dataset can run beside it.
     threads: 1
     log:
-        PLAN.log("render_report"),
+        PLAN.log("summarize_run"),
     benchmark:
-        PLAN.benchmark("render_report")
+        PLAN.benchmark("summarize_run")
     script:
-        "../scripts/render_report.py"
+        "../scripts/summarize_run.py"

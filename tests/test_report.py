@@ -385,6 +385,30 @@ def test_sample_episodes_is_even_and_bounded():
     assert gaps.min() >= 20 and gaps.max() <= 21
 
 
+def test_summary_names_the_drawn_episodes_without_the_images(tmp_path):
+    """summarize_run computes which episodes have images as render_images does, from the
+    plan's episodes (or their sample: report_episodes is idempotent)."""
+    episodes = list(range(1000))
+    shown, overlaid = report.report_episodes(episodes)
+    assert report.report_episodes(shown) == (shown, overlaid)
+    assert len(shown) == report.MAX_TIMELINES and set(overlaid) <= set(shown)
+    result = report.summarize_run(
+        dataset_name="synth",
+        episodes=episodes,
+        modules=MODULES,
+        model={"model_id": "fake", "camera_key": "cam"},
+        metrics_paths=[],
+        validation_json=tmp_path / "missing.json",
+        summary_path=tmp_path / "summary.html",
+        usage_path=tmp_path / "usage.csv",
+    )
+    assert result["calls"] == 0
+    page = (tmp_path / "summary.html").read_text()
+    assert f"Timelines are drawn for {report.MAX_TIMELINES} evenly spaced episodes" in page
+    assert ", ".join(map(str, overlaid)) in page and "No validation report" in page
+    assert (tmp_path / "usage.csv").read_text().startswith("module,kind,calls")
+
+
 def test_build_report_is_bounded_by_its_caps(staged, tmp_path):
     dataset, staging = staged
     out = tmp_path / "report"
@@ -527,11 +551,15 @@ def workflow_report(tmp_path_factory):
 
 def test_workflow_builds_a_report_with_every_part(workflow_report):
     ws = workflow_report
-    assert "render_report" in ws.first_run.rules
-    assert (ws.root / "logs/synth/render_report/render_report.log").is_file()
-    assert (ws.root / "benchmarks/synth/render_report/render_report.tsv").is_file()
     page = (ws.root / "report.html").read_text()
     results = report_results(page)
+    for rule in ("render_report", "summarize_run"):
+        assert rule in ws.first_run.rules
+        assert (ws.root / f"logs/synth/{rule}/{rule}.log").is_file()
+        assert (ws.root / f"benchmarks/synth/{rule}/{rule}.tsv").is_file()
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", page).group(1))
+    assert set(categories) == {"Timelines", "VQA overlays", "Summary", "Validation"}
+    assert len(categories["Summary"]["Other"]) == 2  # summary.html, usage.csv
     names = sorted(entry["name"] for entry in results.values())
     cameras = LeRobotDataset.open(ws.config["dataset__root"]).cameras
     for i in range(3):
@@ -554,20 +582,55 @@ def test_workflow_builds_a_report_with_every_part(workflow_report):
 
 def test_second_run_does_not_rerender(workflow_report, tmp_path):
     run = workflow_report.run()
-    assert "render_report" not in run.rules
+    assert "render_report" not in run.rules and "summarize_run" not in run.rules
 
 
-def test_changed_staging_file_rerenders_through_validation(workflow_report):
-    """The report's only input is the validation report, which every staging file feeds."""
+def test_images_do_not_wait_for_validation(workflow_report):
+    """render_report hangs off the staging files, beside validate_staging; only
+    summarize_run (and write_dataset) come after the validation report."""
+    dot = workflow_report.run("--forceall", "--dag").output
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}
+    assert ("validate_staging", "summarize_run") in edges
+    assert ("validate_staging", "render_report") not in edges
+    assert any(a.startswith("annotate_") and b == "render_report" for a, b in edges)
+    assert ("render_report", "summarize_run") not in edges
+
+
+def test_changed_staging_file_rerenders_images_and_summary(workflow_report):
+    """The images hang off the staging files; the summary off the validation report,
+    which every staging file feeds."""
     ws = workflow_report
     staging = staging_file(ws.root / "results/synth/staging", 1, "plan")
     rows = [json.loads(line) for line in staging.read_text().splitlines()]
     rows[0]["content"] += " (edited)"
     write_rows(staging, rows)
     run = ws.run()
-    assert "validate_staging" in run.rules and "render_report" in run.rules
+    for rule in ("validate_staging", "render_report", "summarize_run"):
+        assert rule in run.rules
     timeline = ws.root / "results/synth/report/timelines/episode_000001.png"
     assert timeline.stat().st_mtime >= staging.stat().st_mtime
+
+
+def test_changed_validation_report_rerenders_only_the_summary(workflow_report):
+    ws = workflow_report
+    path = ws.root / "results/synth/validation/report.json"
+    validation = json.loads(path.read_text())
+    problem = {
+        "severity": "warning",
+        "episode": 2,
+        "module": "vqa",
+        "timestamp": 1.0,
+        "message": "a warning added by the test",
+    }
+    validation["problems"].append(problem)
+    validation["warnings"] += 1
+    path.write_text(json.dumps(validation))
+    run = ws.run()
+    assert "summarize_run" in run.rules
+    assert "render_report" not in run.rules and "validate_staging" not in run.rules
+    page = (ws.root / "results/synth/report/summary.html").read_text()
+    assert "a warning added by the test" in page
 
 
 def open_result(page: Path, out: Path, category: str, name: str) -> Path:

@@ -17,8 +17,10 @@ policy will be trained on:
 The cost is bounded whatever the dataset's size (:mod:`.build`): timelines for at most
 ``MAX_TIMELINES`` evenly spaced episodes, overlays for ``MAX_OVERLAY_EPISODES`` of them
 with ``MAX_VQA_PANELS`` frames per camera, and frames taken at keyframes wherever that
-shows the same thing (:mod:`.video`). The ``render_report`` rule calls
-:func:`build_report` once for the whole dataset (one job, episodes on a thread pool).
+shows the same thing (:mod:`.video`). Two rules, one job each for the whole dataset
+(:mod:`.build`): ``render_report`` calls :func:`render_images` (from the staging files,
+beside validation) and ``summarize_run`` calls :func:`summarize_run` (from the validation
+report); :func:`build_report` runs both in one process.
 """
 
 from ..frames import decode_frames
@@ -28,7 +30,10 @@ from .build import (
     build_report,
     overlay_name,
     render_episode,
+    render_images,
+    report_episodes,
     sample_episodes,
+    summarize_run,
     timeline_name,
 )
 from .draw import BG, INK, KIND_COLOURS, MUTED, PALETTE, font, jpeg_bytes, png_bytes, wrap
@@ -73,12 +78,15 @@ __all__ = [
     "png_bytes",
     "read_metrics",
     "render_episode",
+    "render_images",
     "render_timeline",
     "render_vqa_sheet",
+    "report_episodes",
     "sample_episodes",
     "say_text",
     "strip_frames",
     "strip_times",
+    "summarize_run",
     "summary_html",
     "timeline_name",
     "usage",

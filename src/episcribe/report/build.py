@@ -1,4 +1,6 @@
-"""The whole report in one call: what the ``render_report`` rule runs."""
+"""The report in two halves, one per rule: the images (``render_report``: timelines and
+VQA overlays, from the staging files) and the summary (``summarize_run``: summary.html
+and usage.csv, from the validation report and the metrics files)."""
 
 from __future__ import annotations
 
@@ -98,6 +100,131 @@ def render_episode(
     return {"episode": index, "overlays": overlays, "keyframes": frames}
 
 
+def report_episodes(
+    episodes: Sequence[int],
+    max_timelines: int = MAX_TIMELINES,
+    max_overlay_episodes: int = MAX_OVERLAY_EPISODES,
+) -> tuple[list[int], list[int]]:
+    """The episodes that get a timeline, and those of them that get overlays.
+
+    Both rules compute this from the plan's episodes, so the summary can name them
+    without waiting for the images. Sampling is idempotent: passing the timeline
+    episodes (instead of all) gives the same two lists.
+    """
+    shown = sample_episodes(episodes, max_timelines)
+    return shown, sample_episodes(shown, max_overlay_episodes)
+
+
+def render_images(
+    *,
+    dataset_root: str | os.PathLike,
+    staging_dir: str | os.PathLike,
+    episodes: Sequence[int],
+    modules: Sequence[str],
+    model: Mapping[str, Any],
+    timelines_dir: str | os.PathLike,
+    overlays_dir: str | os.PathLike,
+    max_timelines: int = MAX_TIMELINES,
+    max_overlay_episodes: int = MAX_OVERLAY_EPISODES,
+) -> dict:
+    """Timelines and VQA overlays from the staging files (the ``render_report`` rule).
+
+    ``episodes``: the plan's episodes, or already their sample (see report_episodes).
+    Returns counts (also logged).
+    """
+    started, cpu = time.monotonic(), time.process_time()
+    dataset = LeRobotDataset.open(dataset_root)
+    camera = model.get("camera_key") or dataset.cameras[0]
+    timelines_dir, overlays_dir = Path(timelines_dir), Path(overlays_dir)
+    timelines_dir.mkdir(parents=True, exist_ok=True)
+    overlays_dir.mkdir(parents=True, exist_ok=True)
+    shown, overlaid = report_episodes(episodes, max_timelines, max_overlay_episodes)
+
+    # One thread: the time goes to FreeType and Python, under the GIL (two threads ran
+    # no faster), and the rule's single core leaves the other to validate_staging.
+    done = [
+        render_episode(
+            dataset,
+            staging_dir,
+            index,
+            modules,
+            camera,
+            timelines_dir,
+            overlays_dir if index in overlaid else None,
+        )
+        for index in shown
+    ]
+    result = {
+        "timelines": len(done),
+        "overlays": sum(len(d["overlays"]) for d in done),
+        "keyframes": sum(d["keyframes"] for d in done),
+        "seconds": round(time.monotonic() - started, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+    }
+    log.info(
+        "report images: %d timelines, %d overlay sheets, %d frames grabbed, %.1f s (%.1f CPU-s)",
+        result["timelines"],
+        result["overlays"],
+        result["keyframes"],
+        result["seconds"],
+        result["cpu_seconds"],
+    )
+    return result
+
+
+def summarize_run(
+    *,
+    dataset_name: str,
+    episodes: Sequence[int],
+    modules: Sequence[str],
+    model: Mapping[str, Any],
+    metrics_paths: Iterable[str | os.PathLike],
+    validation_json: str | os.PathLike | None,
+    summary_path: str | os.PathLike,
+    usage_path: str | os.PathLike,
+    max_timelines: int = MAX_TIMELINES,
+    max_overlay_episodes: int = MAX_OVERLAY_EPISODES,
+) -> dict:
+    """summary.html and usage.csv (the ``summarize_run`` rule); returns counts (also logged).
+
+    Reads neither the images nor the dataset: which episodes have images is computed as
+    render_images computes it, and ``model["camera_key"]`` is shown as given.
+    """
+    started, cpu = time.monotonic(), time.process_time()
+    shown, overlaid = report_episodes(episodes, max_timelines, max_overlay_episodes)
+    validation = None
+    if validation_json and Path(validation_json).is_file():
+        validation = json.loads(Path(validation_json).read_text(encoding="utf-8"))
+    rows = usage(read_metrics(metrics_paths), modules)
+    write_text(usage_path, usage_csv(rows))
+    write_text(
+        summary_path,
+        summary_html(
+            dataset=dataset_name,
+            episodes=episodes,
+            shown=shown,
+            overlaid=overlaid,
+            modules=modules,
+            model=model,
+            validation=validation,
+            usage_rows=rows,
+            seconds=time.monotonic() - started,
+        ),
+    )
+    result = {
+        "calls": sum(r["calls"] for r in rows if r["kind"] == "all" and r["module"] != "total"),
+        "seconds": round(time.monotonic() - started, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+    }
+    log.info(
+        "report summary: %d model calls summarised, %.1f s (%.1f CPU-s)",
+        result["calls"],
+        result["seconds"],
+        result["cpu_seconds"],
+    )
+    return result
+
+
 def build_report(
     *,
     dataset_root: str | os.PathLike,
@@ -115,65 +242,38 @@ def build_report(
     max_timelines: int = MAX_TIMELINES,
     max_overlay_episodes: int = MAX_OVERLAY_EPISODES,
 ) -> dict:
-    """Render every part of the report; returns counts (also logged)."""
+    """The whole report in one process (tests, benchmarks): render_images, then
+    summarize_run. The workflow runs the two as separate rules."""
     started, cpu = time.monotonic(), time.process_time()
-    dataset = LeRobotDataset.open(dataset_root)
-    camera = model.get("camera_key") or dataset.cameras[0]
-    timelines_dir, overlays_dir = Path(timelines_dir), Path(overlays_dir)
-    timelines_dir.mkdir(parents=True, exist_ok=True)
-    overlays_dir.mkdir(parents=True, exist_ok=True)
-    shown = sample_episodes(episodes, max_timelines)
-    overlaid = set(sample_episodes(shown, max_overlay_episodes))
-
-    def one(index: int) -> dict:
-        return render_episode(
-            dataset,
-            staging_dir,
-            index,
-            modules,
-            camera,
-            timelines_dir,
-            overlays_dir if index in overlaid else None,
-        )
-
-    # One thread: the time goes to FreeType and Python, under the GIL (two threads ran
-    # no faster), and the rule's single core leaves the other to write_dataset.
-    done = [one(index) for index in shown]
-
-    validation = None
-    if validation_json and Path(validation_json).is_file():
-        validation = json.loads(Path(validation_json).read_text(encoding="utf-8"))
-    rows = usage(read_metrics(metrics_paths), modules)
-    write_text(usage_path, usage_csv(rows))
-    seconds = time.monotonic() - started
-    write_text(
-        summary_path,
-        summary_html(
-            dataset=dataset_name or dataset.name,
-            episodes=episodes,
-            shown=shown,
-            overlaid=sorted(overlaid),
-            modules=modules,
-            model={**model, "camera_key": camera},
-            validation=validation,
-            usage_rows=rows,
-            seconds=seconds,
-        ),
+    if not (model.get("camera_key") and dataset_name):
+        dataset = LeRobotDataset.open(dataset_root)
+        model = {**model, "camera_key": model.get("camera_key") or dataset.cameras[0]}
+        dataset_name = dataset_name or dataset.name
+    caps = {"max_timelines": max_timelines, "max_overlay_episodes": max_overlay_episodes}
+    images = render_images(
+        dataset_root=dataset_root,
+        staging_dir=staging_dir,
+        episodes=episodes,
+        modules=modules,
+        model=model,
+        timelines_dir=timelines_dir,
+        overlays_dir=overlays_dir,
+        **caps,
     )
-    result = {
-        "timelines": len(done),
-        "overlays": sum(len(d["overlays"]) for d in done),
-        "keyframes": sum(d["keyframes"] for d in done),
-        "calls": sum(r["calls"] for r in rows if r["kind"] == "all" and r["module"] != "total"),
+    summary = summarize_run(
+        dataset_name=dataset_name,
+        episodes=episodes,
+        modules=modules,
+        model=model,
+        metrics_paths=metrics_paths,
+        validation_json=validation_json,
+        summary_path=summary_path,
+        usage_path=usage_path,
+        **caps,
+    )
+    return {
+        **images,
+        "calls": summary["calls"],
         "seconds": round(time.monotonic() - started, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2),
     }
-    log.info(
-        "report: %d timelines, %d overlay sheets, %d model calls summarised, %.1f s (%.1f CPU-s)",
-        result["timelines"],
-        result["overlays"],
-        result["calls"],
-        result["seconds"],
-        result["cpu_seconds"],
-    )
-    return result
