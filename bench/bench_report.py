@@ -1,4 +1,4 @@
-"""Measure the report: the render_report job, build_report in-process, the HTML report.
+"""Measure the report: its two jobs, build_report in-process, the HTML report.
 
     python bench/bench_report.py [--episodes 32] [--seconds 20] [--cameras 2] [--fps 30]
         [--size 320x240] [--cores 2] [--repeat 3] [--no-html] [--workdir DIR]
@@ -7,9 +7,10 @@ The defaults are the issue-6 scenario (32 episodes x 20 s x 2 cameras, 320x240 H
 30 fps, as bench_workflow.py builds it). Builds the dataset (not timed; kept in
 --workdir), runs the workflow once with a zero-latency fake model server
 (workflow.episodes_per_job=16) in a throw-away workspace, then prints:
-- the render_report job as snakemake's benchmark TSV records it (wall s, cpu_time:
-  Python start-up and imports included), for the first run and for --repeat forced
-  re-runs of that job alone (`--forcerun render_report`);
+- the render_report (images) and summarize_run (summary, usage) jobs as snakemake's
+  benchmark TSVs record them (wall s, cpu_time: Python start-up and imports included),
+  for the first run and for --repeat forced re-runs of those two jobs alone
+  (`--forcerun render_report summarize_run`);
 - build_report called in this process, --repeat times: wall and CPU time
   (time.process_time; imports excluded), and what it drew;
 - the rendered files' sizes, and (unless --no-html) the wall time of
@@ -52,10 +53,22 @@ def mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def job_row(ws: Workspace, dataset: str) -> dict:
-    tsv = ws.root / "benchmarks" / dataset / "render_report" / "render_report.tsv"
+JOBS = ("render_report", "summarize_run")
+
+
+def job_row(ws: Workspace, dataset: str, rule: str) -> dict:
+    tsv = ws.root / "benchmarks" / dataset / rule / f"{rule}.tsv"
     with open(tsv) as fh:
         return next(csv.DictReader(fh, delimiter="\t"))
+
+
+def job_line(ws: Workspace, dataset: str) -> str:
+    rows = {rule: job_row(ws, dataset, rule) for rule in JOBS}
+    return "; ".join(
+        f"{rule} {float(r['s']):.2f} s wall, {float(r['cpu_time']):.2f} CPU-s, "
+        f"max RSS {r['max_rss']} MB"
+        for rule, r in rows.items()
+    )
 
 
 def main() -> None:
@@ -101,18 +114,10 @@ def main() -> None:
             f"workflow (zero-latency fake server, --cores {args.cores}): "
             f"{time.monotonic() - t0:.1f} s"
         )
-        row = job_row(ws, data.name)
-        print(
-            f"render_report job, in the run: {float(row['s']):.2f} s wall, "
-            f"{float(row['cpu_time']):.2f} CPU-s, max RSS {row['max_rss']} MB (load {load()})"
-        )
+        print(f"report jobs, in the run: {job_line(ws, data.name)} (load {load()})")
         for k in range(args.repeat):
-            ws.run("--cores", str(args.cores), "--forcerun", "render_report", timeout=3600)
-            row = job_row(ws, data.name)
-            print(
-                f"render_report job, forced re-run {k + 1}: {float(row['s']):.2f} s wall, "
-                f"{float(row['cpu_time']):.2f} CPU-s (load {load()})"
-            )
+            ws.run("--cores", str(args.cores), "--forcerun", *JOBS, timeout=3600)
+            print(f"report jobs, forced re-run {k + 1}: {job_line(ws, data.name)} (load {load()})")
 
         results = ws.root / "results" / data.name
         episodes = json.loads((results / "validation" / "report.json").read_text())["episodes"]
