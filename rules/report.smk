@@ -6,7 +6,7 @@ validate_staging rather than after it (the images are most of the report's cost)
   Outputs, under results/{dataset}/report/, flagged for the HTML report:
     timelines/episode_{N:06d}.png           up to 64 evenly spaced episodes (Timelines)
     vqa/episode_{N:06d}__{camera}.jpg       VQA overlays of 4 of those episodes, per camera
-  ~1.5 CPU-s for 32 episodes, ~2.5 at 10,000 (capped; see episcribe.report.build).
+  ~1.5 CPU-s for 32 episodes, ~3 at 10,000 (capped; see episcribe.report.build).
 
 summarize_run: the run summary, from the validation report.
   Input: results/{dataset}/validation/report.json. Also read (not declared): the
