@@ -20,7 +20,7 @@ from episcribe.language import EVENT_COLUMN, PERSISTENT_COLUMN
 
 DATASET_OPTS = dict(episodes=3, seconds=3.0, fps=10, episodes_per_file=2)
 # What re-runs after any staging file changed: validation, the write and the report.
-DOWNSTREAM = {"validate_staging", "write_dataset", "render_report", "all"}
+DOWNSTREAM = {"validate_staging", "write_dataset", "render_report", "summarize_run", "all"}
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
