@@ -12,6 +12,9 @@ rule write_dataset:
         report=rules.validate_staging.output.json,
     output:
         manifest=f"results/{DATASET}/write/manifest.json",
+    # Before the report's summary when both are ready: the annotated dataset is what the
+    # user waits for.
+    priority: 1
     params:
         dataset_root=str(PLAN.dataset.root),
         staging_dir=str(PLAN.staging_dir),

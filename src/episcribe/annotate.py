@@ -141,11 +141,16 @@ def _job_identity(spec: JobSpec) -> str:
 
 
 async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary) -> None:
-    # Imported here: the openai client costs ~0.5 s of start-up, which a job whose
-    # episodes all come from the cache (a rebuild, a changed --cores) need not pay.
-    from .vlm.client import VlmClient
-    from .vlm.slots import SlotPool
+    # The server (when this job is the first to need it) comes up in its own processes
+    # while this one imports the client, instead of one after the other.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="server") as starter:
+        server_urls = starter.submit(server.ensure, spec.vlm, spec.run_dir)
+        # Imported here: the openai client costs ~0.35 CPU-s of start-up, which a job
+        # whose episodes all come from the cache need not pay.
+        from .vlm.client import VlmClient
+        from .vlm.slots import SlotPool
 
+        urls = server_urls.result()
     # Decoding and JPEG encoding (asyncio.to_thread) run on one worker thread, first come
     # first served: the episodes started first get their frames first and start calling
     # the model, instead of every episode of the job (and of the jobs beside it) decoding
@@ -153,7 +158,6 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
     )
-    urls = server.ensure(spec.vlm, spec.run_dir)
     slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
     limit = asyncio.Semaphore(spec.episode_concurrency)
     async with VlmClient(
