@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from scenario import scenario_dataset  # noqa: E402
 from smk import Workspace  # noqa: E402
 
 from episcribe.report import build_report, metrics_files  # noqa: E402
-from episcribe.synth import make_dataset  # noqa: E402
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
 
@@ -87,27 +87,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = args.workdir or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        width, height = (int(v) for v in args.size.lower().split("x"))
-        cameras = tuple(f"observation.images.cam{i}" for i in range(args.cameras))
-        name = (
-            f"synth_{args.episodes}x{args.seconds:g}s_{args.size}_{args.fps}fps_{args.cameras}cam"
+        data = scenario_dataset(
+            base,
+            episodes=args.episodes,
+            seconds=args.seconds,
+            fps=args.fps,
+            size=args.size,
+            cameras=args.cameras,
         )
-        data = base / name
-        if not (data / "meta" / "info.json").exists():
-            t0 = time.monotonic()
-            make_dataset(
-                data,
-                episodes=args.episodes,
-                seconds=args.seconds,
-                fps=args.fps,
-                cameras=cameras,
-                size=(width, height),
-                seed=0,
-            )
-            print(f"dataset {data.name} built in {time.monotonic() - t0:.1f} s (not timed)")
 
         ws_root = base / f"ws_report_{time.time_ns()}"
-        ws = Workspace(ws_root, data, vlm__fake__latency_ms=0, workflow__episodes_per_job=16)
+        ws = Workspace(ws_root, data, vlm__fake__latency_ms=0)
         t0 = time.monotonic()
         ws.run("--cores", str(args.cores), timeout=3600)
         print(

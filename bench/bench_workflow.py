@@ -43,9 +43,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from scenario import scenario_dataset  # noqa: E402
 from smk import RULE_LINE, Workspace, _clean_env  # noqa: E402
-
-from episcribe.synth import make_dataset  # noqa: E402
 
 POLL_S = 0.2
 
@@ -252,25 +251,17 @@ def main() -> None:
         args.workdir = Path(tmp.name)
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    cameras = tuple(f"observation.images.cam{i}" for i in range(args.cameras))
-    name = f"synth_{args.episodes}x{args.seconds:g}s_{args.size}_{args.fps}fps_{args.cameras}cam"
-    dataset = args.workdir / name
-    t = time.perf_counter()
-    if not (dataset / "meta" / "info.json").exists():
-        make_dataset(
-            dataset,
-            episodes=args.episodes,
-            seconds=args.seconds,
-            fps=args.fps,
-            cameras=cameras,
-            size=(width, height),
-            seed=0,
-        )
-        print(f"dataset {dataset} built in {time.perf_counter() - t:.1f} s (not timed)")
+    dataset = scenario_dataset(
+        args.workdir,
+        episodes=args.episodes,
+        seconds=args.seconds,
+        fps=args.fps,
+        size=args.size,
+        cameras=args.cameras,
+    )
     print(
         f"{args.episodes} episodes x {args.seconds:g} s x {args.cameras} cameras, "
-        f"{width}x{height} H.264 at {args.fps} fps; --cores {args.cores}; load average "
+        f"{args.size} H.264 at {args.fps} fps; --cores {args.cores}; load average "
         f"{' '.join(f'{x:.1f}' for x in psutil.getloadavg())}"
     )
 

@@ -342,13 +342,12 @@ def test_summary_html_shows_validation_styles_and_usage():
     assert "<script" not in page
 
 
-def test_build_report_renders_every_timeline_and_sampled_overlays(staged, tmp_path):
-    dataset, staging = staged
-    out = tmp_path / "report"
-    result = report.build_report(
+def _build_report(dataset, staging, out, episodes, **caps):
+    """The whole report of the staged episodes into ``out``, no metrics or validation."""
+    return report.build_report(
         dataset_root=dataset.root,
         staging_dir=staging,
-        episodes=dataset.episode_indices(),
+        episodes=episodes,
         modules=MODULES,
         model={"model_id": "fake", "camera_key": None},
         metrics_paths=[],
@@ -357,7 +356,14 @@ def test_build_report_renders_every_timeline_and_sampled_overlays(staged, tmp_pa
         overlays_dir=out / "vqa",
         summary_path=out / "summary.html",
         usage_path=out / "usage.csv",
+        **caps,
     )
+
+
+def test_build_report_renders_every_timeline_and_sampled_overlays(staged, tmp_path):
+    dataset, staging = staged
+    out = tmp_path / "report"
+    result = _build_report(dataset, staging, out, dataset.episode_indices())
     episodes = dataset.episode_indices()  # six: a timeline each, overlays for four
     assert report.MAX_OVERLAY_EPISODES == 4 < len(episodes) < report.MAX_TIMELINES
     assert result["timelines"] == len(episodes)
@@ -413,21 +419,7 @@ def test_build_report_is_bounded_by_its_caps(staged, tmp_path):
     dataset, staging = staged
     out = tmp_path / "report"
     episodes = dataset.episode_indices()  # six
-    result = report.build_report(
-        dataset_root=dataset.root,
-        staging_dir=staging,
-        episodes=episodes,
-        modules=MODULES,
-        model={"model_id": "fake", "camera_key": None},
-        metrics_paths=[],
-        validation_json=None,
-        timelines_dir=out / "timelines",
-        overlays_dir=out / "vqa",
-        summary_path=out / "summary.html",
-        usage_path=out / "usage.csv",
-        max_timelines=4,
-        max_overlay_episodes=2,
-    )
+    result = _build_report(dataset, staging, out, episodes, max_timelines=4, max_overlay_episodes=2)
     timelines = sorted(p.name for p in (out / "timelines").iterdir())
     overlays = sorted(p.name for p in (out / "vqa").iterdir())
     assert result["timelines"] == 4 and len(timelines) == 4
