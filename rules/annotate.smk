@@ -50,9 +50,11 @@ for module in PLAN.modules:
             # No core of --cores: an annotate job mostly waits on the model server, and
             # holding a core would let a 2-core machine run only two of them at once, so
             # the latency-bound plan chain and the vqa jobs that fill the server would take
-            # turns. The vlm resource (profiles/default: 8) bounds how many run at once;
-            # on a cluster each still gets a CPU (cpus_per_task in profiles/slurm).
-            threads: 0
+            # turns. The vlm resource (profiles/default: 8) bounds how many run at once.
+            # On a cluster a job does hold a CPU: there --cores caps how many jobs of a
+            # group share one allocation (and so its CPUs; profiles/slurm). Decided per
+            # job, when the executor is known.
+            threads: lambda wildcards: 0 if workflow.local_exec else 1
             resources:
                 vlm=1,
                 # Cluster resources of one job: CPU-side work only (decoding frames, HTTP),
