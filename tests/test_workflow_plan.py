@@ -12,13 +12,21 @@ from episcribe.workflow import WorkflowPlan
 
 
 @pytest.mark.parametrize(
-    "directory", [".", "/", "results/x/staging", "results/x/staging/", "/a//b"]
+    "directory, prefix",
+    [
+        (".", ""),
+        ("/", "/"),
+        ("results/x/staging", "results/x/staging/"),
+        ("results/x/staging/", "results/x/staging/"),
+        ("/a//b", "/a/b/"),
+    ],
 )
-def test_staging_paths_are_the_staging_files(directory):
+def test_staging_paths_follow_the_grammar_for_any_directory_spelling(directory, prefix):
     episodes = [0, 7, 123456, 1234567]
     for module in MODULES:
-        expected = [str(staging_file(directory, e, module)) for e in episodes]
+        expected = [f"{prefix}episode_{e:06d}/{module}.jsonl" for e in episodes]
         assert staging_paths(directory, episodes, module) == expected
+        assert [str(staging_file(directory, e, module)) for e in episodes] == expected
 
 
 def test_staging_paths_check_like_staging_file():

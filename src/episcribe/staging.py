@@ -28,21 +28,18 @@ MODULES = ("plan", "interjections", "plan_update", "vqa")
 
 def staging_file(staging_dir: str | os.PathLike, episode: int, module: str) -> Path:
     """``staging_dir/episode_{N:06d}/{module}.jsonl``; ``ValueError`` for an unknown module."""
-    if module not in MODULES:
-        raise ValueError(f"unknown module {module!r}; expected one of {', '.join(MODULES)}")
-    if int(episode) < 0:
-        raise ValueError(f"episode index must be >= 0, got {episode}")
-    return Path(staging_dir) / f"episode_{int(episode):06d}" / f"{module}.jsonl"
+    return Path(staging_paths(staging_dir, [episode], module)[0])
 
 
 def staging_paths(
     staging_dir: str | os.PathLike, episodes: Iterable[int], module: str
 ) -> list[str]:
-    """``str(staging_file(staging_dir, e, module))`` for each episode, as plain strings.
+    """``staging_dir/episode_{N:06d}/{module}.jsonl`` for each episode, as plain strings.
 
-    The Snakefile lists 40,000 of these at 10,000 episodes, several times over; building
-    each through ``pathlib`` cost seconds of every ``snakemake`` start. Same grammar and
-    checks; ``pathlib`` normalises the directory once, then each path is one format.
+    The one place of the staging path grammar. Strings, not ``Path``: the Snakefile lists
+    40,000 of these at 10,000 episodes, several times over, and building each through
+    ``pathlib`` cost seconds of every ``snakemake`` start. ``pathlib`` normalises the
+    directory once, then each path is one format.
     """
     if module not in MODULES:
         raise ValueError(f"unknown module {module!r}; expected one of {', '.join(MODULES)}")
