@@ -46,9 +46,9 @@ SHEETS_KEPT = 4  # sheets() results remembered per episode (a few MB of JPEG at 
 class FrameSource:
     """Decoded frames of one episode, per (camera, timestamp), with a bounded cache.
 
-    Decoding runs in a worker thread (``asyncio.to_thread``), so decodes of different
-    cameras overlap each other and the model calls in flight. Requests for the same
-    camera are serialised so a frame asked for twice is decoded once. The cache keeps at
+    Decoding runs in a worker thread (``asyncio.to_thread``: the job's one FIFO frames
+    thread, see ``annotate``), so it overlaps the model calls in flight. Requests for the
+    same camera are serialised so a frame asked for twice is decoded once. The cache keeps at
     most ``cache_size`` images (least recently used dropped): long episodes must not hold
     every frame in memory.
 

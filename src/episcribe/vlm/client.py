@@ -260,18 +260,15 @@ class VlmClient:
             "model": self.model,
             "messages": messages,
             "max_tokens": self.max_new_tokens,
-            "response_format": self._format(kind, schema),
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": kind, "schema": schema, "strict": True},
+            },
             "temperature": self.temperature,
         }
         return json.dumps(
             payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         ).encode()
-
-    def _format(self, kind: str, schema: dict) -> dict:
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": kind, "schema": schema, "strict": True},
-        }
 
     def _answer(self, raw: bytes, url: str, record: dict) -> tuple[str | None, str]:
         """The answer text of a chat completion body; tokens counted."""
