@@ -146,7 +146,54 @@ ERROR_CASES = {
     "vqa_duplicate": (
         _append("vqa", lambda ts: L.make_row("user", "again?", "vqa", ts[5], CAM)),
         "vqa",
-        "2 VQA rows",
+        "2 event rows of style 'vqa', role 'user'",
+    ),
+    "two_subtasks_at_one_timestamp": (
+        _append("plan", lambda ts: L.make_row("assistant", "grasp", "subtask", ts[0])),
+        "plan",
+        "2 'subtask' rows at one timestamp",
+    ),
+    "two_memories_of_two_roles_tie": (
+        _append("plan", lambda ts: L.make_row("user", "I did it.", "memory", ts[len(ts) // 2])),
+        "plan",
+        "active_at(style=memory)",
+    ),
+    "two_interjections_at_one_frame": (
+        _append(
+            "interjections",
+            lambda ts: L.make_row("user", "Faster!", "interjection", ts[len(ts) // 2]),
+        ),
+        "interjections",
+        "2 event rows of style 'interjection'",
+    ),
+    "two_speech_atoms_at_one_frame": (
+        _append("interjections", lambda ts: L.speech_atom("Sure.", ts[0])),
+        "interjections",
+        "2 event rows of style null",
+    ),
+    "say_call_on_an_interjection_row_and_a_speech_atom": (
+        _append(
+            "interjections",
+            lambda ts: L.make_row(
+                "assistant",
+                "ok",
+                "interjection",
+                ts[0],
+                tool_calls=[{"type": "function", "function": {"name": "say", "arguments": {}}}],
+            ),
+        ),
+        "interjections",
+        "say tool call",
+    ),
+    "subtask_after_the_last_frame": (
+        _append("plan", lambda ts: L.make_row("assistant", "late", "subtask", 999.0)),
+        "plan",
+        "lies outside the episode",
+    ),
+    "plan_before_the_first_frame": (
+        _append("plan", lambda ts: L.make_row("assistant", "1. early", "plan", ts[0] - 1.0)),
+        "plan",
+        "lies outside the episode",
     ),
     "unknown_style": (_set("plan", 2, style="narration"), "plan", "unknown style 'narration'"),
     "style_from_wrong_module": (_set("plan_update", 0, style="subtask"), "plan_update", "may not"),
@@ -275,3 +322,29 @@ def test_problem_text_without_timestamp():
     p = Problem("warning", 3, None, None, "persistent rows but no plan row")
     assert p.to_text() == "episode 3 · warning: persistent rows but no plan row"
     assert Report(problems=[p]).ok
+
+
+def test_refreshed_plan_supersedes_the_plan_row_at_its_timestamp_only(g1, ep0, tmp_path):
+    """plan + plan_update rows at one timestamp are one row as written, so no tie; two
+    plan rows of the plan module where nothing supersedes them still tie."""
+    rows = full_staging(ep0, g1.cameras)
+    mid = rows["plan_update"][0]["timestamp"]
+    assert any(r["style"] == "plan" and r["timestamp"] == mid for r in rows["plan"])
+    stage(tmp_path, 0, rows)
+    assert validate_staging(g1, tmp_path, [0], MODULES).problems == []
+
+    t0 = rows["plan"][0]["timestamp"]
+    rows["plan"].append(L.make_row("assistant", "1. another plan", "plan", t0))
+    stage(tmp_path, 0, rows)
+    errors = validate_staging(g1, tmp_path, [0], MODULES).errors
+    assert [(p.module, p.timestamp) for p in errors] == [("plan", t0)]
+
+
+def test_persistent_rows_closer_than_emitted_at_tolerance_warn(g1, ep0, tmp_path):
+    rows = full_staging(ep0, g1.cameras)
+    ts = [float(t) for t in ep0.timestamps]  # 30 fps: one frame apart is 0.033 s
+    rows["plan"].append(L.make_row("assistant", "let go", "subtask", ts[1]))
+    stage(tmp_path, 0, rows)
+    report = validate_staging(g1, tmp_path, [0], MODULES)
+    assert report.errors == []
+    assert [p.message for p in report.warnings if "emitted_at" in p.message]

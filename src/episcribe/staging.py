@@ -9,6 +9,14 @@ changed. It is also what each per-episode Snakemake job declares as its output,
 and it is easy to read or hand-edit while debugging. Files are written
 atomically (temporary sibling, then rename), so a killed job never leaves half
 a file that a later run would take as finished.
+
+From staging to the dataset (``merge_modules``, the one place of this rule): an
+episode's rows as written are the union of its modules' files, except that a ``plan``
+row of ``plan_update`` (the plan refreshed at an interjection) supersedes the ``plan``
+module's ``plan`` row at the same float32 timestamp. LeRobot resolves the plan active
+at t as *the* latest ``plan`` row at or before t, and two rows at one timestamp make it
+raise, so the written dataset has one ``plan`` row per timestamp. Both files keep their
+rows, so a diff of either still shows what its module said.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from typing import Any
 
 from .atomic import atomic_path
 from .errors import UserError
-from .language import ROW_KEYS, column_for_style
+from .language import ROW_KEYS, column_for_style, float32_timestamp
 
 MODULES = ("plan", "interjections", "plan_update", "vqa")
+# module -> (the module whose rows it supersedes, the style, at the same timestamp)
+SUPERSEDES = {"plan_update": ("plan", "plan")}
 
 
 def staging_file(staging_dir: str | os.PathLike, episode: int, module: str) -> Path:
@@ -109,3 +119,41 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: row lacks key(s) {', '.join(missing)}")
             rows.append(row)
     return rows
+
+
+def _float32_or_none(ts: Any) -> float | None:
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    return float32_timestamp(ts)
+
+
+def merge_modules(
+    rows_by_module: Mapping[str, Iterable[Mapping[str, Any]]],
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """An episode's rows as the dataset gets them, each with the module it comes from.
+
+    Applies ``SUPERSEDES`` (see the module docstring); rows are otherwise kept as they
+    are, malformed ones included (validation reports those).
+    """
+    rows_by_module = {m: list(rows) for m, rows in rows_by_module.items()}
+    superseded: dict[str, tuple[str, set[float]]] = {}
+    for module, (target, style) in SUPERSEDES.items():
+        times = {
+            _float32_or_none(r.get("timestamp"))
+            for r in rows_by_module.get(module, ())
+            if isinstance(r, Mapping) and r.get("style") == style
+        }
+        superseded[target] = (style, times - {None})
+    merged = []
+    for module, rows in rows_by_module.items():
+        style, times = superseded.get(module, (None, set()))
+        for row in rows:
+            if (
+                times
+                and isinstance(row, Mapping)
+                and row.get("style") == style
+                and _float32_or_none(row.get("timestamp")) in times
+            ):
+                continue
+            merged.append((module, row))
+    return merged

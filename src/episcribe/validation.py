@@ -13,15 +13,21 @@ Errors (the write is refused unless ``skip_validation``):
   style has ``camera = null``;
 - a row with neither content nor tool calls; a ``style = null`` row without tool calls;
 - an event row whose timestamp is not exactly (as float32) one of the episode's frames;
+  a persistent row whose timestamp lies before the first or after the last frame
+  (it would never, or always, be the active one);
 - an interjection without a speech atom at the same timestamp;
 - an interjection without a ``plan`` row at the same timestamp (from plan or plan_update);
 - a VQA assistant row whose content is not JSON in one of the five answer shapes;
-- more than one VQA row for the same (timestamp, camera, role).
+- two rows that tie for LeRobot's resolvers (``resolvers.py`` states each resolver's rule),
+  checked on the rows as written, after ``staging.merge_modules``.
 
 Warnings (reported, never blocking):
 - persistent rows but no ``plan`` row in the episode;
 - a ``memory`` row that is not at a subtask start;
-- VQA pixel coordinates outside the camera's image (when the video size is known).
+- VQA pixel coordinates outside the camera's image (when the video size is known);
+- two rows of one persistent style less than 0.1 s apart (``resolvers.py``);
+- an episode whose answers were skipped (the model call failed): the staged rows lack
+  them, and the next run asks the model again (``annotate`` never caches such an episode).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from .language import (
     column_for_style,
     is_speech_atom,
 )
-from .staging import MODULES, read_rows, staging_file
+from .resolvers import resolver_conflicts
+from .staging import MODULES, merge_modules, read_rows, staging_file
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +211,9 @@ def validate_episode(
     """All problems of one episode's staged rows (``rows_by_module``: module -> rows)."""
     index = int(episode.index)
     cameras = set(cameras)
-    frames = {_f32(t) for t in np.asarray(episode.timestamps, dtype=np.float32).tolist()}
+    frame_times = np.asarray(episode.timestamps, dtype=np.float32).tolist()
+    frames = {_f32(t) for t in frame_times}
+    first, last = (frame_times[0], frame_times[-1]) if frame_times else (0.0, -1.0)
     sizes = {}
     for cam, seg in (getattr(getattr(episode, "info", None), "videos", None) or {}).items():
         sizes[cam] = (seg.width, seg.height)
@@ -213,7 +222,8 @@ def validate_episode(
     def add(severity: str, module: str | None, ts: float | None, message: str) -> None:
         problems.append(Problem(severity, index, module, ts, message))
 
-    good: list[tuple[str, dict]] = []  # rows that passed the structural checks
+    # Rows that passed the structural checks: (module, row with float32 time, staged row).
+    good: list = []
     for module, rows in rows_by_module.items():
         allowed = MODULE_STYLES.get(module)
         if allowed is None:
@@ -268,12 +278,22 @@ def validate_episode(
                     f"event timestamp {row['timestamp']!r} is not one of the episode's "
                     "frame timestamps",
                 )
-            good.append((module, {**row, "timestamp": ts}))
+            elif not first <= ts <= last:
+                add(
+                    ERROR,
+                    module,
+                    ts,
+                    f"timestamp {row['timestamp']!r} lies outside the episode "
+                    f"({first:.3f} s to {last:.3f} s)",
+                )
+            good.append((module, {**row, "timestamp": ts}, row))
 
+    # From here on, the rows as the dataset gets them.
+    kept = {id(row) for _, row in merge_modules(rows_by_module)}
+    good = [(module, row) for module, row, original in good if id(original) in kept]
     speech_ts = {r["timestamp"] for _, r in good if is_speech_atom(r)}
     plan_ts = {r["timestamp"] for _, r in good if r["style"] == "plan"}
     subtask_ts = {r["timestamp"] for _, r in good if r["style"] == "subtask"}
-    vqa_seen: Counter = Counter()
     for module, row in good:
         ts, style = row["timestamp"], row["style"]
         if style == "interjection":
@@ -282,7 +302,6 @@ def validate_episode(
             if ts not in plan_ts:
                 add(ERROR, module, ts, "interjection without a plan row at the same timestamp")
         elif style == "vqa":
-            vqa_seen[(ts, row["camera"], row["role"])] += 1
             if row["role"] == "assistant":
                 problem = vqa_answer_problem(row["content"])
                 if problem:
@@ -299,9 +318,9 @@ def validate_episode(
                         )
         elif style == "memory" and ts not in subtask_ts:
             add(WARNING, module, ts, "memory row is not at a subtask start")
-    for (ts, cam, role), n in sorted(vqa_seen.items(), key=lambda kv: repr(kv[0])):
-        if n > 1:
-            add(ERROR, "vqa", ts, f"{n} VQA rows for camera {cam!r}, role {role!r} (at most 1)")
+    for conflict in resolver_conflicts(good):
+        severity = ERROR if conflict.fatal else WARNING
+        add(severity, conflict.module, conflict.timestamp, conflict.message)
 
     if any(r["style"] in PERSISTENT_STYLES for _, r in good) and not plan_ts:
         add(WARNING, None, None, "persistent rows but no plan row in this episode")

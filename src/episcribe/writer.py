@@ -50,7 +50,7 @@ from .language import (
     persistent_sort_key,
     to_arrow_row,
 )
-from .staging import MODULES, read_rows, staging_file
+from .staging import MODULES, merge_modules, read_rows, staging_file
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,25 @@ def _prepare(staging_dir: Path, episodes: Iterable[int], modules: Sequence[str])
     prepared: dict[int, _EpisodeRows] = {}
     for episode in episodes:
         ep = prepared[int(episode)] = _EpisodeRows()
-        persistent: list[dict] = []
-        events: list[dict] = []
+        rows_by_module: dict[str, list[dict]] = {}
         for module in modules:
             path = staging_file(staging_dir, episode, module)
             if not path.is_file():
-                log.warning("episode %d: no staging file %s; module skipped", episode, path)
-                continue
-            for lineno, row in enumerate(read_rows(path), start=1):
-                try:
-                    column = column_for_style(row.get("style"))
-                except (ValueError, TypeError) as exc:
-                    raise UserError(f"{path} row {lineno}: {exc}; nothing was written") from None
-                (persistent if column == PERSISTENT else events).append(row)
+                raise UserError(
+                    f"episode {episode}: no staging file {path} for module {module!r}; "
+                    "nothing was written. Run the workflow again to annotate it"
+                )
+            rows_by_module[module] = read_rows(path)
+        persistent: list[dict] = []
+        events: list[dict] = []
+        for module, row in merge_modules(rows_by_module):
+            try:
+                column = column_for_style(row.get("style"))
+            except (ValueError, TypeError) as exc:
+                raise UserError(
+                    f"episode {episode}, module {module}: {exc}; nothing was written"
+                ) from None
+            (persistent if column == PERSISTENT else events).append(row)
         try:
             persistent.sort(key=persistent_sort_key)
             ep.persistent = [to_arrow_row(r, PERSISTENT) for r in persistent]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..dataset import Episode, LeRobotDataset
-from ..staging import read_rows, staging_file
+from ..staging import merge_modules, read_rows, staging_file
 
 KIND_NAMES = {
     "plan": "PLAN",
@@ -176,12 +176,13 @@ def load_notes(
 ) -> tuple[Episode, EpisodeNotes]:
     """The episode (its frame timestamps) and what its staging files say."""
     episode = dataset.load_episode(index)
-    rows: list[dict] = []
+    rows_by_module: dict[str, list[dict]] = {}
     missing = []
     for module in modules:
         path = staging_file(staging_dir, index, module)
         if not path.is_file():
             missing.append(module)
             continue
-        rows += read_rows(path)
+        rows_by_module[module] = read_rows(path)
+    rows = [row for _, row in merge_modules(rows_by_module)]  # as the dataset gets them
     return episode, collect(episode, rows, missing)
