@@ -226,3 +226,41 @@ def test_corrupt_data_shard_is_named(g1_copy):
     ds = LeRobotDataset.open(g1_copy)
     with pytest.raises(DatasetError, match=r"file-000\.parquet \(episode 0\) is not a readable"):
         ds.load_episode(0)
+
+
+@pytest.mark.parametrize("fps", [1_000_000, 0, -30, "thirty"])
+def test_implausible_fps_is_named(g1_copy, fps):
+    edit_info(g1_copy, fps=fps)
+    with pytest.raises(DatasetError, match=r"info\.json: fps must be a frame rate .*fix 'fps'"):
+        LeRobotDataset.open(g1_copy)
+
+
+def _rewrite_timestamps(root, episode, change):
+    shard = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(shard)
+    ts = table.column("timestamp").to_numpy().copy()
+    rows = np.flatnonzero(table.column("episode_index").to_numpy() == episode)
+    change(ts, rows)
+    index = table.schema.get_field_index("timestamp")
+    pq.write_table(table.set_column(index, "timestamp", pa.array(ts, pa.float32())), shard)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda ts, rows: ts.__setitem__(rows[4], np.nan),
+            r"non-finite timestamp \(nan\) at its frame 4",
+        ),
+        (lambda ts, rows: ts.__setitem__(rows[6], ts[rows[2]]), r"do not rise at its frame 6"),
+        (lambda ts, rows: ts.__setitem__(rows[3], ts[rows[2]]), r"do not rise at its frame 3"),
+    ],
+    ids=["nan", "backwards", "repeated"],
+)
+def test_bad_frame_timestamps_name_the_file_episode_and_frame(make_synth, change, message):
+    root = make_synth(episodes=2, seconds=1.0)
+    _rewrite_timestamps(root, 1, change)
+    ds = LeRobotDataset.open(root)
+    assert len(ds.load_episode(0).timestamps) == 10  # the other episode is fine
+    with pytest.raises(DatasetError, match=r"file-000\.parquet: episode 1.*" + message):
+        ds.load_episode(1)

@@ -29,6 +29,8 @@ from .errors import DatasetError
 
 log = logging.getLogger(__name__)
 
+MAX_FPS = 1000.0  # far above any robot camera; a larger value is a broken info.json
+
 V21_CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30"
 
 
@@ -280,6 +282,7 @@ class LeRobotDataset:
             log.warning("%s: timestamp is %s, not float32; narrowing it to float32", path, ts.type)
             ts = ts.cast(pa.float32())
         timestamps = ts.to_numpy().astype(np.float32, copy=False)
+        _check_timestamps(path, info.index, timestamps)
         if len(timestamps) != info.length:
             log.warning(
                 "episode %d: %s has %d frames but meta/episodes says length %d; using the frames",
@@ -399,9 +402,31 @@ def _read_info(root: Path) -> dict:
         fps = float(info["fps"])
     except (TypeError, ValueError):
         fps = 0.0
-    if not fps > 0:
-        raise DatasetError(f"{path}: fps must be a positive number, got {info['fps']!r}")
+    if not 0 < fps <= MAX_FPS:
+        raise DatasetError(
+            f"{path}: fps must be a frame rate between 0 and {MAX_FPS:g}, got {info['fps']!r}; "
+            "fix 'fps' in meta/info.json"
+        )
     return info
+
+
+def _check_timestamps(path: Path, episode: int, timestamps: np.ndarray) -> None:
+    """Annotations sit on frame timestamps, so they must be finite and strictly rising."""
+    bad = np.flatnonzero(~np.isfinite(timestamps))
+    if len(bad):
+        raise DatasetError(
+            f"{path}: episode {episode} has a non-finite timestamp ({timestamps[bad[0]]}) at "
+            f"its frame {bad[0]}; repair the shard or exclude the episode with "
+            "dataset.only_episodes"
+        )
+    back = np.flatnonzero(np.diff(timestamps) <= 0)
+    if len(back):
+        i = int(back[0])
+        raise DatasetError(
+            f"{path}: episode {episode}'s timestamps do not rise at its frame {i + 1} "
+            f"({timestamps[i]:.6f} s, then {timestamps[i + 1]:.6f} s); repair the shard or "
+            "exclude the episode with dataset.only_episodes"
+        )
 
 
 def _fill(info: dict, key: str, **fields) -> str:
