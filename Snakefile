@@ -34,9 +34,13 @@ rule all:
         final_outputs(),
 
 
+onstart:
+    start_run()
+
+
 onsuccess:
     end_run()
-    print(f"Annotated dataset: {Path(PLAN.destination() or PLAN.dataset.root).resolve()}")
+    print_summary()
 
 
 onerror:

@@ -4,14 +4,15 @@ All logic lives in episcribe.workflow.WorkflowPlan; this file only exposes it to
 rule files as small named helpers.
 """
 
+import json
 import os
 import sys
 import threading
 from pathlib import Path
 
-from episcribe.cache import forget_deleted
 from episcribe.config import resolve
 from episcribe.errors import UserError
+from episcribe.outcomes import end_of_run_lines
 from episcribe.vlm import server
 from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan
 
@@ -31,21 +32,6 @@ except UserError as exc:
 
 DATASET = PLAN.name
 SHARDS = PLAN.shards
-
-# A staging file the user deleted means "annotate this episode anew": forget its cached
-# rows before any job runs. Only the main process may judge this; job processes (and
-# cluster jobs) re-read this file after Snakemake itself removed their outputs.
-if os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid()):
-    forget_deleted(PLAN.results / "cache", PLAN.staging_dir, PLAN.modules)
-
-# A model server on another node (vlm.server_launcher: slurm) cannot watch this pid; the
-# main snakemake process alone keeps .episcribe/server/owner.heartbeat changing instead,
-# so the server job ends soon after a kill -9 of snakemake (job processes re-read this file).
-if (
-    config["vlm"]["server_launcher"] == "slurm"
-    and os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid())
-):
-    server.start_owner_heartbeat(SERVER_RUN_DIR)
 
 
 wildcard_constraints:
@@ -79,8 +65,11 @@ def upstream_outputs(module, shard):
 def job_params(module, shard):
     return PLAN.module_params(module, shard) | {
         "staging_dir": str(PLAN.staging_dir),
-        "cache_dir": str(PLAN.results / "cache"),
+        "cache_dir": str(PLAN.cache_dir),
         "upstream_modules": PLAN.upstream(module),
+        # Changes when one of the shard's episodes was staged with failed model calls, so
+        # the next run re-runs the job, which asks the model again for those episodes.
+        "incomplete": PLAN.incomplete_runs(module, shard),
     }
 
 
@@ -116,6 +105,25 @@ def annotate_outputs():
         for shard in SHARDS
         for path in getattr(rules, shard.rule_name(module)).output
     ]
+
+
+def start_run():
+    """onstart (the main snakemake process, not in a dry run): a model server on another
+    node (vlm.server_launcher: slurm) cannot watch this pid, so this process alone keeps
+    .episcribe/server/owner.heartbeat changing; the server job ends soon after a kill -9."""
+    if config["vlm"]["server_launcher"] == "slurm":
+        server.start_owner_heartbeat(SERVER_RUN_DIR)
+
+
+def print_summary():
+    """onsuccess: rows per style, model calls and losses per module, where things are."""
+    results = Path("results") / DATASET
+    validation = results / "validation" / "report.json"
+    if validation.exists():
+        print("\n".join(end_of_run_lines(json.loads(validation.read_text()))))
+    print(f"Annotated dataset: {Path(PLAN.destination() or PLAN.dataset.root).resolve()}")
+    if (results / "report" / "summary.html").exists():
+        print(f"Report: {results / 'report' / 'summary.html'} (or: snakemake --report report.html)")
 
 
 def end_run():

@@ -28,6 +28,11 @@ rule validate_staging:
         staging_dir=str(PLAN.staging_dir),
         episodes=PLAN.episodes,
         modules=PLAN.modules,
+        # Also read (not declared): what the annotate jobs did with the model, from the
+        # summaries beside their logs (annotate_{module}/{shard}.summary.json) and the
+        # cache's records of incomplete episodes.
+        logs_dir=str(Path("logs") / DATASET),
+        cache_dir=str(PLAN.cache_dir),
     log:
         PLAN.log("validate_staging"),
     benchmark:

@@ -26,6 +26,7 @@ def main(smk):
             upstream_modules=list(p.upstream_modules),
             episode_concurrency=smk.config["workflow"]["episode_concurrency"],
             metrics_path=Path(smk.log[0]).with_suffix(".metrics.jsonl"),
+            summary_path=Path(smk.log[0]).with_suffix(".summary.json"),
         )
     )
 

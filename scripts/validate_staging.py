@@ -2,13 +2,21 @@
 
 from episcribe.dataset import LeRobotDataset
 from episcribe.logs import script_main
+from episcribe.outcomes import job_files
 from episcribe.validation import validate_staging
 
 
 def main(smk):
     p = smk.params
     dataset = LeRobotDataset.open(p.dataset_root)
-    report = validate_staging(dataset, p.staging_dir, list(p.episodes), list(p.modules))
+    report = validate_staging(
+        dataset,
+        p.staging_dir,
+        list(p.episodes),
+        list(p.modules),
+        cache_dir=p.cache_dir,
+        job_summaries=job_files(p.logs_dir, p.modules, p.episodes, ".summary.json"),
+    )
     report.write(smk.output.json, smk.output.txt)
 
 

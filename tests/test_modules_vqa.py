@@ -10,7 +10,7 @@ from test_fake_server import run_fake
 from test_modules_plan import errors_of, frame_set, run_module, settings_for
 
 from episcribe.modules.vqa import convert_answer
-from episcribe.validation import vqa_answer_problem
+from episcribe.vqa_answers import vqa_answer_problem
 
 
 @pytest.fixture(scope="module")

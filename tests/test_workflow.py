@@ -9,6 +9,8 @@ import hashlib
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -116,7 +118,7 @@ def test_plan_config_change_reruns_plan_and_what_builds_on_it(baseline, tmp_path
     )
 
 
-def test_deleting_one_staging_file_reruns_only_that_episode(baseline, tmp_path):
+def test_deleting_one_staging_file_rebuilds_only_that_episode(baseline, tmp_path):
     ws = copy_of(baseline, tmp_path)
     (ws.root / "results/synth/staging/episode_000001/vqa.jsonl").unlink()
     run = ws.run()
@@ -226,7 +228,15 @@ def test_sharded_run_equals_per_episode_run_and_rebuilds_one_episode(baseline, d
     calls_before = len(ws.fake_requests())
     target = ws.root / "results/synth/staging/episode_000001/vqa.jsonl"
     rows = target.read_text().splitlines()
-    target.unlink()
+    target.unlink()  # a missing staging file is restored, never re-asked
+    run = ws.run()
+    assert [r for r in run.rules if r.startswith("annotate_")] == ["annotate_vqa_s0"]
+    assert len(ws.fake_requests()) == calls_before
+    assert ws.staging("synth") == baseline.staging("synth")
+
+    redo = [sys.executable, "-m", "episcribe.cache", "redo", "results/synth", "--episodes", "1",
+            "--modules", "vqa"]  # fmt: skip
+    subprocess.run(redo, cwd=ws.root, check=True, capture_output=True)
     run = ws.run()
     assert [r for r in run.rules if r.startswith("annotate_")] == ["annotate_vqa_s0"]
     # One call per VQA pair of episode 1, none for episode 0 (restored from the cache).

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import EpisodeCache, digest
+from .cache import EpisodeCache, digest, record_delivery
 from .dataset import LeRobotDataset
 from .modules import RUNNERS
 from .modules.base import EpisodeContext, FrameSource
+from .outcomes import JobSummary, check_failures
 from .prompts import PromptSet, prompt_files
 from .staging import read_rows, staging_file
 from .vlm import server
@@ -46,17 +47,7 @@ class JobSpec:
     upstream_modules: list[str] = field(default_factory=list)
     episode_concurrency: int = 8
     metrics_path: Path | None = None
-
-
-@dataclass
-class JobSummary:
-    cached: int = 0
-    annotated: int = 0
-    rows: int = 0
-    skipped: int = 0
-    calls: int = 0
-    failures: int = 0
-    seconds: float = 0.0
+    summary_path: Path | None = None
 
 
 def model_identity(vlm: dict, camera_key: str) -> dict:
@@ -88,7 +79,9 @@ def run_job(spec: JobSpec) -> JobSummary:
     dataset = LeRobotDataset.open(spec.dataset_root)
     prompts = PromptSet(spec.prompts_dir)
     cache = EpisodeCache(spec.cache_dir, spec.module, _job_identity(spec))
-    summary = JobSummary()
+    summary = JobSummary(module=spec.module)
+    if spec.summary_path is not None:
+        spec.summary_path.unlink(missing_ok=True)
 
     pending: list[tuple[int, str, dict]] = []
     for index in spec.episodes:
@@ -102,6 +95,7 @@ def run_job(spec: JobSpec) -> JobSummary:
             pending.append((index, key, upstream))
             continue
         cache.deliver(key, rows, spec.staging_dir, index)
+        record_delivery(spec.cache_dir, spec.module, index, failed_calls=0, skipped=0)
         summary.cached += 1
         summary.rows += len(rows)
         log.info("episode %06d: %d rows restored from cache", index, len(rows))
@@ -110,17 +104,21 @@ def run_job(spec: JobSpec) -> JobSummary:
         asyncio.run(_annotate(spec, dataset, prompts, cache, pending, summary))
     summary.seconds = time.monotonic() - started
     log.info(
-        "%s: %d episodes annotated, %d from cache; %d rows, %d skipped answers; "
-        "%d model calls, %d failed; %.1f s",
+        "%s: %d episodes annotated, %d from cache, %d incomplete; %d rows, %d skipped "
+        "answers; %d model calls, %d failed; %.1f s",
         spec.module,
         summary.annotated,
         summary.cached,
+        len(summary.incomplete),
         summary.rows,
         summary.skipped,
         summary.calls,
         summary.failures,
         summary.seconds,
     )
+    if spec.summary_path is not None:
+        summary.save(spec.summary_path)
+    check_failures(summary, spec.vlm["max_failed_call_share"])
     return summary
 
 
@@ -190,21 +188,34 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
                     frames=FrameSource(dataset, episode, vlm),
                 )
                 rows = await RUNNERS[spec.module](ctx)
-                cache.put(key, rows)
+                if not ctx.failed_calls:
+                    cache.put(key, rows)
+                else:
+                    summary.incomplete.append(index)
                 cache.deliver(key, rows, spec.staging_dir, index)
+                record_delivery(
+                    spec.cache_dir,
+                    spec.module,
+                    index,
+                    failed_calls=ctx.failed_calls,
+                    skipped=ctx.skipped,
+                )
                 summary.annotated += 1
                 summary.rows += len(rows)
                 summary.skipped += ctx.skipped
                 log.info(
-                    "episode %06d: %d rows, %d skipped answers, %.1f s",
+                    "episode %06d: %d rows, %d skipped answers, %d failed calls%s, %.1f s",
                     index,
                     len(rows),
                     ctx.skipped,
+                    ctx.failed_calls,
+                    " (incomplete: not cached, asked again next run)" if ctx.failed_calls else "",
                     time.monotonic() - t0,
                 )
 
         # Let every episode finish (and be cached) before reporting the first failure.
         outcomes = await asyncio.gather(*(one(*item) for item in pending), return_exceptions=True)
+        summary.incomplete.sort()
         summary.calls = client.stats.calls
         summary.failures = client.stats.failures
     for outcome in outcomes:

@@ -12,10 +12,19 @@ schema texts, its config section, the model identity, the seed, the episode's da
 fingerprint and the upstream staging rows it reads. Entries are never updated in place;
 a changed input is a new key. ``rm -r results/<dataset>/cache`` clears it.
 
-Deleting an episode's staging file asks for that episode to be annotated anew, not
-restored: each delivered staging file is recorded with the key it came from, and
-:func:`forget_deleted` (run by the main snakemake process before any job starts) drops
-the entries of staging files that are gone.
+Only complete episodes are cached: an episode with a failed model call is staged (so
+this run validates and writes what it has) but not cached, and is recorded in
+``incomplete/episode_{N:06d}.json`` with how many of its deliveries were incomplete. The
+workflow passes those counts to the episode's job as a param, so the next ``snakemake``
+run re-runs that job, and the job asks the model again for exactly those episodes (the
+others come from the cache). The count only grows, so once the episode is complete the
+param stays as it was and nothing re-runs again.
+
+Asking the model anew for an episode whose answers are cached is an explicit act,
+:func:`redo` (``python -m episcribe.cache redo``): it forgets the episode's entry and
+removes its staging file. A staging file that is merely missing (Snakemake removes a
+job's outputs before it runs it, and a failed job leaves them removed) is restored from
+the cache, never taken as a wish to redo.
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import write_text
-from .staging import read_rows, staging_file, staging_paths, write_rows
+from .atomic import write_json, write_text
+from .staging import read_rows, staging_file, write_rows
 
 
 def digest(obj: object) -> str:
@@ -69,34 +78,92 @@ def _delivered(module_dir: Path, episode: int) -> Path:
     return module_dir / "delivered" / f"episode_{episode:06d}"
 
 
-def forget_deleted(cache_root: str | Path, staging_dir: str | Path, modules: list[str]) -> int:
-    """Drop cached rows whose staging file was deleted since it was written; count them.
+def _incomplete(module_dir: Path, episode: int) -> Path:
+    return module_dir / "incomplete" / f"episode_{episode:06d}.json"
 
-    Runs at every snakemake start, over one record per delivered episode and module
-    (40,000 at 10,000 episodes), so it lists each ``delivered`` directory once and checks
-    the staging files by plain string paths. Names that are not records (a temporary
-    file left by a killed write) are skipped.
+
+def record_delivery(
+    cache_root: str | Path, module: str, episode: int, *, failed_calls: int, skipped: int
+) -> None:
+    """Note whether the episode's staged rows are complete (no failed model call).
+
+    Incomplete: its count of incomplete deliveries grows by one. Complete: an existing
+    record keeps its count (so the job's param does not change) and drops its failures.
     """
-    forgotten = 0
-    for module in modules:
-        module_dir = Path(cache_root) / module
-        delivered = module_dir / "delivered"
-        try:
-            names = os.listdir(delivered)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        records = {}
-        for name in names:
-            number = name.removeprefix("episode_")
-            if number != name and number.isdigit():
-                records[name] = int(number)
-        paths = staging_paths(staging_dir, records.values(), module)
-        for name, staging in zip(records, paths, strict=True):
-            if os.path.exists(staging):
-                continue
-            record = delivered / name
-            key = record.read_text().strip()
-            _entry(module_dir, key).unlink(missing_ok=True)
+    path = _incomplete(Path(cache_root) / module, episode)
+    record = json.loads(path.read_text()) if path.exists() else None
+    if failed_calls == 0 and record is None:
+        return
+    runs = (record or {}).get("runs", 0) + (failed_calls > 0)
+    write_json(path, {"runs": runs, "failed_calls": failed_calls, "skipped": skipped})
+
+
+def _records(cache_root: str | Path, module: str) -> dict[int, dict]:
+    directory = Path(cache_root) / module / "incomplete"
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    records = {}
+    for name in names:  # a temporary file a killed write left is no record
+        number = name.removeprefix("episode_").removesuffix(".json")
+        if name.endswith(".json") and number.isdigit():
+            records[int(number)] = json.loads((directory / name).read_text())
+    return dict(sorted(records.items()))
+
+
+def incomplete_runs(cache_root: str | Path, module: str) -> dict[int, int]:
+    """Episode -> how many of its deliveries were incomplete (episodes ever incomplete)."""
+    return {episode: r["runs"] for episode, r in _records(cache_root, module).items()}
+
+
+def incomplete_episodes(cache_root: str | Path, module: str) -> dict[int, dict]:
+    """Episode -> its record, for the episodes whose staged rows lack failed answers."""
+    return {e: r for e, r in _records(cache_root, module).items() if r["failed_calls"]}
+
+
+def redo(
+    cache_root: str | Path, staging_dir: str | Path, module: str, episodes: list[int]
+) -> list[int]:
+    """Forget the cached rows of these episodes and remove their staging files, so the
+    next run asks the model again for them; returns the episodes that had rows."""
+    module_dir = Path(cache_root) / module
+    done = []
+    for episode in episodes:
+        record = _delivered(module_dir, episode)
+        staged = staging_file(staging_dir, episode, module)
+        if record.exists():
+            _entry(module_dir, record.read_text().strip()).unlink(missing_ok=True)
             record.unlink()
-            forgotten += 1
-    return forgotten
+        if staged.exists():
+            staged.unlink()
+            done.append(episode)
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m episcribe.cache redo results/<dataset> [--modules ...] --episodes ...``"""
+    import argparse
+
+    from .staging import MODULES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m episcribe.cache",
+        description="Ask the model again for some episodes at the next run.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("redo", help="forget cached rows and staging files of episodes")
+    cmd.add_argument("results", type=Path, help="the run's results/<dataset> directory")
+    cmd.add_argument("--episodes", type=int, nargs="+", required=True)
+    cmd.add_argument("--modules", nargs="+", choices=MODULES, default=list(MODULES))
+    args = parser.parse_args(argv)
+    if not (args.results / "staging").is_dir():
+        parser.error(f"{args.results} has no staging/ directory: give results/<dataset>")
+    for module in args.modules:
+        done = redo(args.results / "cache", args.results / "staging", module, args.episodes)
+        print(f"{module}: {len(done)} episode(s) will be annotated anew: {done}")
+    print("Run the workflow again to annotate them.")
+
+
+if __name__ == "__main__":
+    main()

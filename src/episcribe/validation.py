@@ -41,10 +41,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 
 from .atomic import write_json, write_text
+from .cache import incomplete_episodes
 from .errors import UserError
 from .language import (
     CAMERA_STYLES,
@@ -54,8 +54,10 @@ from .language import (
     column_for_style,
     is_speech_atom,
 )
+from .outcomes import module_totals
 from .resolvers import resolver_conflicts
 from .staging import MODULES, merge_modules, read_rows, staging_file
+from .vqa_answers import answer_points, vqa_answer_problem
 
 log = logging.getLogger(__name__)
 
@@ -90,92 +92,6 @@ class Problem:
             parts.append(f"t={self.timestamp:.3f}")
         parts.append(f"{self.severity}: {self.message}")
         return " · ".join(parts)
-
-
-# --- VQA answer shapes (SPEC §4), one JSON Schema each --------------------------------
-
-_STR = {"type": "string", "minLength": 1}
-
-
-def _obj(properties: dict, required: Sequence[str] | None = None) -> dict:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(required or properties),
-        "additionalProperties": False,
-    }
-
-
-VQA_SHAPES: dict[str, dict] = {
-    "bbox": _obj(
-        {
-            "detections": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "label": _STR,
-                        "bbox_format": {"const": "xyxy"},
-                        "bbox": {
-                            "type": "array",
-                            "items": {"type": "number"},
-                            "minItems": 4,
-                            "maxItems": 4,
-                        },
-                    }
-                ),
-            }
-        }
-    ),
-    "keypoint": _obj(
-        {
-            "label": _STR,
-            "point_format": {"const": "xy"},
-            "point": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
-        }
-    ),
-    "count": _obj({"label": _STR, "count": {"type": "integer", "minimum": 0}}),
-    "attribute": _obj({"label": _STR, "attribute": _STR, "value": _STR}),
-    "spatial": _obj({"subject": _STR, "relation": _STR, "object": _STR}),
-}
-# The key that tells the shapes apart, used to explain which shape an answer missed.
-_SHAPE_MARKERS = {
-    "detections": "bbox",
-    "point": "keypoint",
-    "count": "count",
-    "attribute": "attribute",
-    "subject": "spatial",
-}
-_VALIDATORS = {name: jsonschema.Draft202012Validator(s) for name, s in VQA_SHAPES.items()}
-
-
-def vqa_answer_problem(content: Any) -> str | None:
-    """None when ``content`` is JSON text in one of the five shapes, else why not."""
-    if not isinstance(content, str):
-        return "VQA answer content must be JSON text, got " + type(content).__name__
-    try:
-        answer = json.loads(content)
-    except json.JSONDecodeError as exc:
-        return f"VQA answer content is not JSON ({exc.msg}): {content[:80]!r}"
-    if any(v.is_valid(answer) for v in _VALIDATORS.values()):
-        return None
-    shapes = ", ".join(VQA_SHAPES)
-    if isinstance(answer, dict):
-        for key, shape in _SHAPE_MARKERS.items():
-            if key in answer:
-                err = jsonschema.exceptions.best_match(_VALIDATORS[shape].iter_errors(answer))
-                where = "/".join(str(p) for p in err.absolute_path) or "answer"
-                return f"VQA answer looks like a {shape} answer but {where}: {err.message}"
-    return f"VQA answer is JSON but not one of the shapes {shapes}: {content[:80]!r}"
-
-
-def _points(answer: Any) -> list[tuple[float, float]]:
-    if not isinstance(answer, dict):
-        return []
-    if "detections" in answer:
-        return [(d["bbox"][i], d["bbox"][i + 1]) for d in answer["detections"] for i in (0, 2)]
-    if "point" in answer:
-        return [tuple(answer["point"])]
-    return []
 
 
 # --- per-episode checks ----------------------------------------------------------------
@@ -308,7 +224,7 @@ def validate_episode(
                     add(ERROR, module, ts, problem)
                 elif row["camera"] in sizes:
                     w, h = sizes[row["camera"]]
-                    pts = _points(json.loads(row["content"]))
+                    pts = answer_points(json.loads(row["content"]))
                     if any(not (0 <= x <= w and 0 <= y <= h) for x, y in pts):
                         add(
                             WARNING,
@@ -335,6 +251,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # rows per style ("null" = speech)
     episodes: list[int] = field(default_factory=list)  # episodes checked
+    model_calls: dict[str, dict] = field(default_factory=dict)  # outcomes.module_totals
 
     @property
     def errors(self) -> list[Problem]:
@@ -356,14 +273,24 @@ class Report:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "rows_per_style": dict(sorted(self.counts.items())),
+            "model_calls": self.model_calls,
             "problems": [asdict(p) for p in self.problems],
         }
 
     def summary(self) -> str:
         rows = sum(self.counts.values())
+        calls = sum(m["calls"] for m in self.model_calls.values())
+        failed = sum(m["failures"] for m in self.model_calls.values())
+        incomplete = sum(len(m["incomplete"]) for m in self.model_calls.values())
+        losses = (
+            f"; {failed} of {calls} model calls failed, {incomplete} incomplete episode rows "
+            "(asked again next run)"
+            if failed or incomplete
+            else ""
+        )
         return (
             f"{'OK' if self.ok else 'FAILED'}: {len(self.episodes)} episodes, {rows} rows, "
-            f"{len(self.errors)} errors, {len(self.warnings)} warnings"
+            f"{len(self.errors)} errors, {len(self.warnings)} warnings{losses}"
         )
 
     def to_text(self) -> str:
@@ -371,6 +298,12 @@ class Report:
         if self.counts:
             lines.append(
                 "rows per style: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+            )
+        for module, m in self.model_calls.items():
+            lines.append(
+                f"{module}: {m['calls']} model calls, {m['failures']} failed, {m['skipped']} "
+                f"answers skipped; episodes: {m['annotated']} annotated, {m['cached']} from the "
+                f"cache, {len(m['incomplete'])} incomplete {m['incomplete'] or ''}".rstrip()
             )
         lines += [p.to_text() for p in self.problems]
         return "\n".join(lines) + "\n"
@@ -408,14 +341,25 @@ def load_staging(
 
 
 def validate_staging(
-    dataset: Any, staging_dir: str | os.PathLike, episodes: Iterable[int], modules: Iterable[str]
+    dataset: Any,
+    staging_dir: str | os.PathLike,
+    episodes: Iterable[int],
+    modules: Iterable[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    job_summaries: Iterable[str | os.PathLike] = (),
 ) -> Report:
-    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset``."""
+    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset``; with the
+    annotate jobs' ``cache_dir`` and saved summaries, report their model calls and each
+    episode staged with failed calls."""
     modules = list(modules)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         raise UserError(f"unknown module(s) {unknown}; expected some of {', '.join(MODULES)}")
-    report = Report()
+    report = Report(model_calls=module_totals(job_summaries))
+    incomplete = {
+        m: incomplete_episodes(cache_dir, m) if cache_dir is not None else {} for m in modules
+    }
     counts: Counter = Counter()
     for index in episodes:
         index = int(index)
@@ -423,10 +367,23 @@ def validate_staging(
         rows_by_module, problems = load_staging(staging_dir, index, modules)
         report.problems += problems
         report.problems += validate_episode(episode, dataset.cameras, rows_by_module)
-        for rows in rows_by_module.values():
-            for row in rows:
-                style = row.get("style") if isinstance(row, Mapping) else None
-                counts["null" if style is None else str(style)] += 1
+        for module in modules:
+            record = incomplete[module].get(index)
+            if record:
+                report.problems.append(
+                    Problem(
+                        WARNING,
+                        index,
+                        module,
+                        None,
+                        f"incomplete: {record['failed_calls']} model calls failed and "
+                        f"{record['skipped']} answers are missing from the staged rows; the "
+                        "next run asks the model again for this episode",
+                    )
+                )
+        for _, row in merge_modules(rows_by_module):  # rows as the dataset gets them
+            style = row.get("style") if isinstance(row, Mapping) else None
+            counts["null" if style is None else str(style)] += 1
         report.episodes.append(index)
     report.counts = dict(counts)
     report.problems.sort(key=Problem.sort_key)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .annotate import model_identity
+from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
 from .errors import ConfigError
 from .modules import DEPENDS_ON
@@ -112,6 +113,13 @@ class WorkflowPlan:
                 "is written locally; upload it with `hf upload <repo> <dir> --repo-type "
                 "dataset` and leave push_to_hub false"
             )
+        output, vlm = config["output"], config["vlm"]
+        if output["in_place"] and vlm["backend"] == "fake" and not output["allow_fake_in_place"]:
+            raise ConfigError(
+                "vlm.backend is fake, whose answers are placeholders, and output.in_place "
+                "would write them into your dataset: set output.in_place=false (a new "
+                "directory), or output.allow_fake_in_place=true if that is what you want"
+            )
         self.config = config
         self.prompts_dir = prompts_dir
         self.dataset = LeRobotDataset.open(config["dataset"]["root"])
@@ -130,6 +138,7 @@ class WorkflowPlan:
         self.model = model_identity(config["vlm"], camera)
         self._staging_cache: dict[str, list[str]] = {}
         self._sources_cache: dict[Shard, list[str]] = {}
+        self._incomplete: dict[str, dict[int, int]] = {}
 
     # -- paths ---------------------------------------------------------------------
     # At 10,000 episodes the rule files ask for these 100,000+ times while snakemake
@@ -142,6 +151,10 @@ class WorkflowPlan:
     @property
     def staging_dir(self) -> Path:
         return self.results / "staging"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.results / "cache"
 
     def staging_outputs(self, module: str, shard: Shard) -> list[str]:
         return staging_paths(self.staging_dir, shard.episodes, module)
@@ -177,6 +190,20 @@ class WorkflowPlan:
         # would change with the checkout's location and re-run the write for nothing.
         return str(Path(output["root"] or self.results / "annotated"))
 
+    def provenance(self) -> dict:
+        """What produces the annotations, recorded in the written dataset."""
+        prompts = {
+            Path(path).name: Path(path).read_text(encoding="utf-8")
+            for module in self.modules
+            for path in self.prompt_inputs(module)
+        }
+        return {
+            "backend": self.config["vlm"]["backend"],
+            "fake_annotations": self.config["vlm"]["backend"] == "fake",
+            "model": self.model,
+            "prompts_sha256": digest(prompts),
+        }
+
     # -- rule inputs and params ------------------------------------------------------
     def upstream(self, module: str) -> list[str]:
         return [m for m in DEPENDS_ON[module] if m in self.modules]
@@ -191,6 +218,14 @@ class WorkflowPlan:
             cached = [str(p) for p in self.dataset.source_files(shard.episodes)]
             self._sources_cache[shard] = cached
         return list(cached)
+
+    def incomplete_runs(self, module: str, shard: Shard) -> dict[str, int]:
+        """Episode -> its count of incomplete deliveries, for the shard's episodes that
+        were ever staged with failed model calls (read, never written, at parse time)."""
+        runs = self._incomplete.get(module)
+        if runs is None:
+            runs = self._incomplete[module] = incomplete_runs(self.cache_dir, module)
+        return {str(e): runs[e] for e in shard.episodes if e in runs}
 
     def module_settings(self, module: str) -> dict:
         if module == "plan_update":

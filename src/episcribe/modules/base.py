@@ -181,6 +181,7 @@ class EpisodeContext:
     upstream: dict[str, list[dict]]  # staging rows of the modules this one depends on
     frames: FrameSource
     skipped: int = 0  # answers that were missing, empty, out of range or invalid
+    failed_calls: int = 0  # calls with no answer after the client's retries
 
     @property
     def camera(self) -> str:
@@ -201,9 +202,13 @@ class EpisodeContext:
         from ..vlm.client import user_message
 
         prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
-        return await self.client.complete_json(
+        answer = await self.client.complete_json(
             kind, [user_message(text, list(image_urls))], prompt_schema
         )
+        # An episode with a failed call is incomplete: annotate neither caches it nor
+        # takes it as done.
+        self.failed_calls += answer is None
+        return answer
 
 
 def rng_for(seed: int | None, episode_index: int, module: str) -> random.Random:

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from ..outcomes import job_files
+
 USAGE_COLUMNS = (
     "module",
     "kind",
@@ -172,25 +174,8 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> Calls:
 def metrics_files(
     logs_dir: str | os.PathLike, modules: Iterable[str], episodes: Iterable[int]
 ) -> list[Path]:
-    """The metrics files of the annotate jobs of these modules and episodes.
-
-    ``{logs_dir}/annotate_{module}/{shard}.metrics.jsonl`` where shard is
-    ``episode_000012`` or ``episodes_000000-000019``; files of shards whose first or last
-    episode is not in ``episodes`` (left from an earlier run over others) are skipped.
-    """
-    wanted = set(int(e) for e in episodes)
-    found = []
-    for module in modules:
-        for path in sorted(Path(logs_dir, f"annotate_{module}").glob("*.metrics.jsonl")):
-            label = path.name.removesuffix(".metrics.jsonl")
-            bounds = label.split("_", 1)[-1].split("-")
-            try:
-                first, last = int(bounds[0]), int(bounds[-1])
-            except ValueError:
-                continue
-            if first in wanted and last in wanted:
-                found.append(path)
-    return found
+    """The call records of the annotate jobs of these modules and episodes."""
+    return job_files(logs_dir, modules, episodes, ".metrics.jsonl")
 
 
 def _codes(values: np.ndarray) -> tuple[list[str], np.ndarray]:
