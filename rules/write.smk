@@ -22,6 +22,7 @@ rule write_dataset:
         modules=PLAN.modules,
         destination=PLAN.destination(),
         skip_validation=config["skip_validation"],
+        provenance=PLAN.provenance(),
     log:
         PLAN.log("write_dataset"),
     benchmark:

@@ -12,7 +12,12 @@ def main(smk):
     check_report(smk.input.report, skip_validation=p.skip_validation)
     dataset = LeRobotDataset.open(p.dataset_root)
     manifest = write_annotated(
-        dataset, p.staging_dir, list(p.episodes), list(p.modules), p.destination
+        dataset,
+        p.staging_dir,
+        list(p.episodes),
+        list(p.modules),
+        p.destination,
+        provenance=dict(p.provenance),
     )
     write_json(smk.output.manifest, manifest)
 

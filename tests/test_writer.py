@@ -186,6 +186,7 @@ def test_new_root_links_videos_and_meta_and_rewrites_shards(written, g1_source):
         "data/chunk-000/file-000.parquet",
         "data/chunk-000/file-001.parquet",
         "meta/info.json",
+        "meta/episcribe.json",
     ]
     assert m["files_linked"] == 4 and m["files_copied"] == 0
     # 9 staged persistent rows per episode, one plan row superseded by the refreshed plan.
@@ -194,9 +195,19 @@ def test_new_root_links_videos_and_meta_and_rewrites_shards(written, g1_source):
 
 def test_rewriting_into_a_previous_output_gives_identical_files(written, tmp_path):
     first = hashes(written["dest"])
+    first.pop("meta/episcribe.json")  # says when it was written
     ds = written["ds"]
     write_annotated(ds, written["staging"], ds.episode_indices(), MODULES, written["dest"])
-    assert hashes(written["dest"]) == first
+    again = hashes(written["dest"])
+    again.pop("meta/episcribe.json")
+    assert again == first
+
+
+def test_provenance_says_what_produced_the_rows(written):
+    record = json.loads((written["dest"] / "meta" / "episcribe.json").read_text())
+    assert record["tool"] == "episcribe" and record["version"]
+    assert record["episodes_annotated"] == [0, 1, 2] and record["modules"] == list(MODULES)
+    assert record["written_at"].startswith("20")
 
 
 def test_in_place_drops_legacy_columns_keeps_user_tools(g1_copy, tmp_path):
@@ -220,7 +231,7 @@ def test_in_place_drops_legacy_columns_keeps_user_tools(g1_copy, tmp_path):
     features = json.loads(out.schema.metadata[b"huggingface"])["info"]["features"]
     assert set(features) == set(L.LANGUAGE_COLUMNS)  # HF features follow the columns
     assert out.select(t.column_names[:-2]).equals(t.select(t.column_names[:-2]))
-    # episode 1 shares the shard but was not annotated: empty lists on its frames
+    # episode 1 shares the shard but was not annotated, and had no rows: none now
     ep1 = out.filter(pa.compute.equal(out.column("episode_index"), 1))
     assert all(v == [] for v in ep1.column(L.PERSISTENT).to_pylist())
     assert all(v == [] for v in ep1.column(L.EVENTS).to_pylist())
@@ -311,3 +322,61 @@ def test_synthetic_two_camera_dataset_round_trip(synth_small, tmp_path):
         assert set(ds.cameras) <= cams
         total += table.num_rows
     assert total == sum(ds.load_episode(i).timestamps.size for i in ds.episode_indices())
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_episodes_outside_the_selection_keep_their_rows(g1_copy, tmp_path, in_place):
+    """Annotating only episode 0 of an annotated dataset changes episode 0's rows alone."""
+    ds = LeRobotDataset.open(g1_copy)
+    stage_all(ds, tmp_path / "staging", ds.episode_indices())
+    write_annotated(ds, tmp_path / "staging", ds.episode_indices(), MODULES, None)
+    annotated = {p.name: pq.read_table(p) for p in _shards(g1_copy)}
+
+    rows = read_rows(staging_file(tmp_path / "staging", 0, "plan"))
+    for row in rows:
+        if row["style"] == "subtask":
+            row["content"] = "a new subtask text"
+    write_rows(staging_file(tmp_path / "staging", 0, "plan"), rows)
+    out = None if in_place else tmp_path / "out"
+    manifest = write_annotated(
+        LeRobotDataset.open(g1_copy), tmp_path / "staging", [0], MODULES, out
+    )
+    assert manifest["rows_kept_of_other_episodes"] > 0
+    root = g1_copy if in_place else out
+    for name, before in annotated.items():
+        after = pq.read_table(root / "data" / "chunk-000" / name)
+        for episode in (1, 2):
+            mask = pa.compute.equal(before.column("episode_index"), episode)
+            for column in L.LANGUAGE_COLUMNS:
+                assert (
+                    after.filter(mask).column(column).to_pylist()
+                    == before.filter(mask).column(column).to_pylist()
+                )
+        ep0 = after.filter(pa.compute.equal(after.column("episode_index"), 0))
+        if ep0.num_rows:
+            texts = {r["content"] for r in ep0.column(L.PERSISTENT)[0].as_py()}
+            assert "a new subtask text" in texts
+
+
+def test_a_resumed_write_removes_what_a_killed_write_left(g1_copy, tmp_path):
+    """kill -9 mid-write leaves temporary siblings (atomic_path cannot clean up); the
+    next write removes those of dead processes and no other file."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    left = [
+        g1_copy / "data" / "chunk-000" / f".file-002.parquet.tmp-{dead}-0123abcd",
+        g1_copy / "meta" / f".info.json.tmp-{dead}-89abcdef",
+    ]
+    for path in left:
+        path.write_bytes(b"half a file")
+    mine = g1_copy / "meta" / ".notes.tmp-keep"
+    mine.write_text("the user's own dot file")
+    ds = LeRobotDataset.open(g1_copy)
+    stage_all(ds, tmp_path / "staging", [0])
+    write_annotated(ds, tmp_path / "staging", [0], MODULES, None)
+    assert not any(p.exists() for p in left)
+    assert mine.read_text() == "the user's own dot file"
+    assert [p.name for p in g1_copy.rglob(".*.tmp-*")] == [mine.name]

@@ -12,8 +12,15 @@ Steps of ``write_annotated``:
    ``tools`` and any previous language columns, append ``language_persistent``
    (the episode's whole slice on every frame) and ``language_events`` (only the
    rows whose timestamp equals the frame's, as float32; ``[]`` elsewhere), and
-   write one row group per episode. Every other column keeps its values.
-4. Write ``meta/info.json`` with the two features and the ``say`` tool (user tools kept).
+   write one row group per episode. Every other column keeps its values. An episode
+   that is not annotated in this run (``dataset.only_episodes``) keeps exactly the
+   language rows the source has for it, or none.
+4. Write ``meta/info.json`` with the two features and the ``say`` tool (user tools kept),
+   and ``meta/episcribe.json``: what produced the annotations (a file LeRobot does not
+   read), so a dataset made with the fake server says so.
+
+Before step 2 the temporary files a killed earlier write left in the destination are
+removed, so none outlives the run that resumes it.
 
 Invariants: the source is never modified (in a new root, links are only ever
 replaced by renames, never written through); every file is written to a
@@ -29,20 +36,25 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path, write_json
+from . import __version__
+from .atomic import atomic_path, remove_stale_temporaries, write_json
 from .errors import DatasetError, UserError
 from .language import (
+    EVENT_COLUMN,
     EVENTS,
     LANGUAGE_COLUMNS,
     LANGUAGE_FEATURE,
     PERSISTENT,
+    PERSISTENT_COLUMN,
     SAY_TOOL,
     column_array,
     column_for_style,
@@ -55,6 +67,7 @@ from .staging import MODULES, merge_modules, read_rows, staging_file
 log = logging.getLogger(__name__)
 
 MARKER = ".episcribe-output.json"  # marks a directory this writer created
+PROVENANCE = "meta/episcribe.json"  # what produced the annotations; LeRobot ignores it
 DROPPED_COLUMNS = ("subtask_index", "tools")
 
 
@@ -184,6 +197,29 @@ def _episode_runs(episode_index: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(episode_index[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
+def _count(lists: pa.Array | pa.ChunkedArray) -> int:
+    """Rows in a language column (lists of rows)."""
+    return pc.sum(pc.list_value_length(lists)).as_py() or 0
+
+
+def _kept_columns(table: pa.Table, src: Path) -> dict[str, pa.ChunkedArray]:
+    """The shard's existing language columns, as our types (rows of the episodes this run
+    does not annotate are kept as they are)."""
+    kept = {}
+    for name, column_type in ((PERSISTENT, PERSISTENT_COLUMN), (EVENTS, EVENT_COLUMN)):
+        if name not in table.column_names:
+            continue
+        try:
+            kept[name] = table.column(name).cast(column_type)
+        except (pa.ArrowException, ValueError) as exc:
+            raise UserError(
+                f"data shard {src} has a {name} column that is not LeRobot's type ({exc}); "
+                "its rows for episodes outside dataset.only_episodes cannot be kept. Annotate "
+                "every episode, or write from a copy without that column"
+            ) from None
+    return kept
+
+
 def _rewrite_shard(src: Path, dst: Path, prepared: dict[int, _EpisodeRows], stats: dict) -> None:
     try:
         with pq.ParquetFile(src) as pf:
@@ -198,14 +234,13 @@ def _rewrite_shard(src: Path, dst: Path, prepared: dict[int, _EpisodeRows], stat
         if name not in table.column_names:
             raise UserError(f"data shard {src} has no {name!r} column")
     dropped = [c for c in (*DROPPED_COLUMNS, *LANGUAGE_COLUMNS) if c in table.column_names]
+    kept = _kept_columns(table, src)
     table = table.drop_columns(dropped)
     episode_index = table.column("episode_index").to_numpy()
     timestamps = table.column("timestamp").to_numpy().astype(np.float32)
     runs = _episode_runs(episode_index)
     if len({ep for ep, _, _ in runs}) != len(runs):
         log.warning("%s: an episode's frames are not contiguous; one row group per run", src)
-    empty = _EpisodeRows()
-    empty.persistent_array = column_array([[]], PERSISTENT)
     schema = table.schema.append(pa.field(PERSISTENT, column_array([], PERSISTENT).type))
     schema = schema.append(pa.field(EVENTS, column_array([], EVENTS).type))
     meta = _hf_metadata(table.schema, dropped)
@@ -214,14 +249,25 @@ def _rewrite_shard(src: Path, dst: Path, prepared: dict[int, _EpisodeRows], stat
     with atomic_path(dst) as tmp:
         with pq.ParquetWriter(tmp, schema, compression=codec) as writer:
             for episode, start, stop in runs:
-                ep = prepared.get(episode, empty)
                 n = stop - start
-                persistent = ep.persistent_array.take(pa.array(np.zeros(n, dtype=np.int64)))
-                frame_events = [ep.events.get(float(t), []) for t in timestamps[start:stop]]
-                stats["events_placed"] += sum(len(e) for e in frame_events)
                 part = table.slice(start, n)
-                part = part.append_column(schema.field(PERSISTENT), persistent)
-                part = part.append_column(schema.field(EVENTS), column_array(frame_events, EVENTS))
+                ep = prepared.get(episode)
+                if ep is None:  # not annotated in this run: its rows stay as they are
+                    columns = [
+                        kept[name].slice(start, n) if name in kept else column_array([[]] * n, name)
+                        for name in (PERSISTENT, EVENTS)
+                    ]
+                    stats["kept"] += _count(columns[1]) + (_count(columns[0][:1]) if n else 0)
+                else:
+                    columns = [
+                        ep.persistent_array.take(pa.array(np.zeros(n, dtype=np.int64))),
+                        column_array(
+                            [ep.events.get(float(t), []) for t in timestamps[start:stop]], EVENTS
+                        ),
+                    ]
+                    stats["events_placed"] += _count(columns[1])
+                part = part.append_column(schema.field(PERSISTENT), columns[0])
+                part = part.append_column(schema.field(EVENTS), columns[1])
                 writer.write_table(part.replace_schema_metadata(schema.metadata), row_group_size=n)
 
 
@@ -245,8 +291,13 @@ def write_annotated(
     episodes: Iterable[int],
     modules: Iterable[str],
     destination: str | os.PathLike | None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the annotated dataset (``destination=None``: in place); return the manifest."""
+    """Write the annotated dataset (``destination=None``: in place); return the manifest.
+
+    ``provenance`` (what produced the rows: backend, model, prompts digest) goes into
+    ``meta/episcribe.json`` with the tool's version, the date and the episodes written.
+    """
     source = Path(dataset.root).resolve()
     dest = source if destination is None else Path(destination).resolve()
     modules = [m for m in modules]
@@ -264,10 +315,13 @@ def write_annotated(
     shards = [Path(p).resolve() for p in dataset.data_files()]
     files_written: list[str] = []
     linked = copied = 0
+    if dest.exists():
+        for path in remove_stale_temporaries(dest):
+            log.info("removed %s, left by an interrupted write", path)
     if destination is not None:
         dest.mkdir(parents=True, exist_ok=True)
         write_json(dest / MARKER, {"tool": "episcribe", "source": str(source)})
-        skip = {*shards, source / "meta" / "info.json"}
+        skip = {*shards, source / "meta" / "info.json", source / PROVENANCE}
         for dirpath, dirnames, filenames in os.walk(source):
             dirnames.sort()
             for name in sorted(filenames):
@@ -278,7 +332,7 @@ def write_annotated(
                 linked += how == "linked"
                 copied += how == "copied"
 
-    stats = {"events_placed": 0}
+    stats = {"events_placed": 0, "kept": 0}
     for shard in shards:
         target = dest / shard.relative_to(source)
         _rewrite_shard(shard, target, prepared, stats)
@@ -289,6 +343,18 @@ def write_annotated(
     info = json.loads((source / "meta" / "info.json").read_text(encoding="utf-8"))
     write_json(dest / "meta" / "info.json", _annotated_info(info))
     files_written.append("meta/info.json")
+    write_json(
+        dest / PROVENANCE,
+        {
+            "tool": "episcribe",
+            "version": __version__,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "episodes_annotated": episodes,
+            "modules": modules,
+            **(provenance or {}),
+        },
+    )
+    files_written.append(PROVENANCE)
 
     n_events = sum(ep.n_events() for ep in prepared.values())
     if stats["events_placed"] != n_events:
@@ -310,4 +376,5 @@ def write_annotated(
             EVENTS: stats["events_placed"],
         },
         "events_unplaced": n_events - stats["events_placed"],
+        "rows_kept_of_other_episodes": stats["kept"],
     }

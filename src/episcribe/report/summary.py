@@ -56,6 +56,13 @@ def summary_html(
         f"model: <code>{e(str(model.get('model_id', '?')))}</code> · "
         f"frames camera: <code>{e(str(model.get('camera_key', '?')))}</code></div>",
     ]
+    if "fake" in model:  # model_identity carries the fake server's options, and only then
+        out.insert(
+            3,
+            "<p class='bad'><b>Fake annotations.</b> This run used the bundled fake model "
+            "server (vlm.backend: fake): its rows are placeholders for demos and tests, not "
+            "what a model saw. Do not train on them.</p>",
+        )
     if len(shown) < len(episodes):
         out.append(
             f"<p class='warn'>Timelines are drawn for {len(shown)} evenly spaced episodes of "
