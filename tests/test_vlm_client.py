@@ -306,12 +306,15 @@ def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
             model=MODEL,
             messages=messages,
             response_format=fmt,
-            max_tokens=77,
+            max_completion_tokens=77,
             temperature=0.3,
             timeout=9.0,
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
         )
+        budgets = {"k": 77, "other": 5}
         async with VlmClient(
-            ["http://x/v1"], MODEL, "EMPTY", max_new_tokens=77, temperature=0.3, http_client=http
+            ["http://x/v1"], MODEL, "EMPTY", max_completion_tokens=budgets, temperature=0.3,
+            http_client=http,
         ) as client:
             got = await client.complete_json("k", messages, SCHEMA)
         return got, client.stats
