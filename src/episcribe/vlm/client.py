@@ -71,9 +71,13 @@ class InvalidAnswer(ValueError):
 
 
 def user_message(text: str, image_urls: tuple[str, ...] | list[str] = ()) -> dict:
-    """A user turn: the text, then one ``image_url`` part per (JPEG data) URL."""
-    parts: list[dict] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    """A user turn: one ``image_url`` part per (JPEG data) URL, then the text.
+
+    Images come first, as in Qwen-VL's own examples: calls over the same frames then share
+    a prompt prefix that the server's prefix cache does not recompute.
+    """
+    parts: list[dict] = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    parts.append({"type": "text", "text": text})
     return {"role": "user", "content": parts}
 
 

@@ -1,7 +1,10 @@
 """A fake OpenAI-compatible chat server: its own process, strict like a real one.
 
     python -m episcribe.vlm.fake_server --host 127.0.0.1 --port 8011 --model M \\
-        --latency-ms 300 --max-concurrency 16 --fault-rate 0.1 --request-log calls.jsonl
+        --latency-ms 300 --max-concurrency 16 --fault-rate 0.1 --request-log calls.jsonl \\
+        [--max-model-len N] [--limit-mm-per-prompt '{"image": 8}'] \\
+        [--structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}'] \\
+        [--reasoning-parser qwen3] [--enable-prompt-tokens-details]
 
 Tests, the demo and the benchmarks drive the real request path against it (the same
 ``vlm.backend`` switch that starts vLLM starts this instead). It checks requests the way
@@ -15,7 +18,19 @@ manipulation English, and is deterministic: the answer is seeded by a hash of th
   answered with a fault; faults cycle through ``--fault-cycle`` (default: HTTP 500, a
   timeout that holds the connection, non-JSON text, schema-violating JSON).
 - ``--request-log``: one JSON line per call: arrival, start (after queueing), end
-  (before the reply), kind, n_images, request_bytes, status, fault.
+  (before the reply), kind, n_images, image_sizes, request_bytes, status, fault,
+  prompt_tokens, image_tokens, cached_tokens (what vLLM's prefix caching would not
+  recompute), completion_tokens, finish_reason.
+
+As vLLM serving a Qwen-VL model does (the vLLM flags above have vLLM's meaning): prompt
+tokens are counted with the Qwen-VL image rule (:mod:`episcribe.vlm.fake_limits`); a
+prompt plus its completion budget over ``--max-model-len`` (default 262144) and more
+images than ``--limit-mm-per-prompt`` are refused with vLLM's 400; an answer longer than
+``max_completion_tokens`` is cut with ``finish_reason: length``; the model thinks first
+(a ``<think>`` block in ``content``, or ``reasoning_content`` with ``--reasoning-parser``)
+unless ``chat_template_kwargs.enable_thinking`` is false; and the ``whitespace`` fault
+pads the JSON with whitespace until the budget runs out, unless the structured-outputs
+config disables free whitespace.
 """
 
 from __future__ import annotations
@@ -39,7 +54,18 @@ from typing import Any
 import jsonschema
 from PIL import Image
 
-FAULTS = ("500", "429", "timeout", "nonjson", "schema")
+from .fake_limits import (
+    LimitExceeded,
+    PrefixCache,
+    check_limits,
+    completion_budget,
+    prompt_units,
+)
+from .sizing import text_tokens
+
+FAULTS = ("500", "429", "timeout", "nonjson", "schema", "whitespace")
+DEFAULT_MAX_MODEL_LEN = 262_144
+THINK_TOKENS = (150, 600)  # how long the fake thinks, drawn per request
 DEFAULT_FAULT_CYCLE = ("500", "timeout", "nonjson", "schema")
 TIMEOUT_HOLD_S = 60.0
 ROLES = {"system", "user", "assistant"}
@@ -53,7 +79,8 @@ VERBS = ("reach for", "grasp", "lift", "move", "place", "open", "close", "push",
 OBJECTS = ("bottle", "cup", "block", "drawer", "lid", "sponge", "towel", "bowl", "box")
 COLORS = ("red", "blue", "green", "yellow", "white", "black")
 PLACES = ("the table", "the tray", "the bin", "the shelf", "the left side", "the right side")
-RELATIONS = ("left of", "right of", "behind", "in front of", "on top of", "next to")
+RELATIONS = ("left of", "right of", "above", "below", "behind", "in front of", "on top of",
+             "next to", "inside")  # fmt: skip
 ATTRIBUTES = {"color": COLORS, "state": ("open", "closed", "empty", "full", "upright")}
 
 
@@ -158,6 +185,10 @@ class Request:
         self.schema: dict | None = spec.get("schema") if fmt.get("type") == "json_schema" else None
         self.text = "\n".join(_texts(body["messages"]))
         self.image_sizes = image_sizes
+        kwargs = body.get("chat_template_kwargs") or {}
+        # Qwen3-class chat templates think unless told not to.
+        self.thinking = kwargs.get("enable_thinking", True) is not False
+        self.prompt_tokens = self.budget = self.cached_tokens = 0  # set once counted
         match = TIMESTAMPS_RE.search(self.text)
         times = [float(t) for t in re.findall(r"-?\d+(?:\.\d+)?", match.group(1))] if match else []
         self.times = times or [0.0]
@@ -401,6 +432,12 @@ class FakeState:
         self.fault_cycle = (
             tuple(args.fault_cycle.split(",")) if args.fault_cycle else DEFAULT_FAULT_CYCLE
         )
+        self.max_model_len = args.max_model_len
+        self.image_limit = args.limit_mm_per_prompt.get("image")
+        self.compact_json = bool(args.structured_outputs_config.get("disable_any_whitespace"))
+        self.reasoning_field = bool(args.reasoning_parser)
+        self.prompt_details = args.enable_prompt_tokens_details
+        self.prefixes = PrefixCache()
         self.lock = threading.Lock()
         self.arrivals = 0
         self.faults = 0
@@ -466,7 +503,22 @@ class Handler(BaseHTTPRequestHandler):
                 entry, exc.status, {"error": _err(exc.message, exc.kind, exc.status)}
             )
         req = Request(body, sizes)
-        entry.update(kind=req.kind, n_images=len(sizes))
+        entry.update(kind=req.kind, n_images=len(sizes), image_sizes=[list(s) for s in sizes])
+        units = prompt_units(body["messages"], sizes, state.model)
+        req.prompt_tokens = sum(u.tokens for u in units)
+        req.budget = completion_budget(body, req.prompt_tokens, state.max_model_len)
+        entry.update(
+            prompt_tokens=req.prompt_tokens,
+            image_tokens=sum(u.tokens for u in units if u.image),
+        )
+        try:
+            check_limits(
+                len(sizes), req.prompt_tokens, req.budget, state.max_model_len, state.image_limit
+            )
+        except LimitExceeded as exc:
+            error = _err(exc.message, "BadRequestError", 400)
+            return self._finish(entry, 400, {"error": dict(error, param=exc.param)})
+        req.cached_tokens = entry["cached_tokens"] = state.prefixes.cached_tokens(units)
         if state.gate is not None:
             state.gate.acquire()
         try:
@@ -492,7 +544,16 @@ class Handler(BaseHTTPRequestHandler):
                 content = json.dumps({"unexpected": instruction(rng)})
             else:
                 content = answer(req, rng)
-            self._finish(entry, 200, _completion(state.model, digest, content, req))
+            if fault == "whitespace" and state.compact_json:
+                entry["fault"] = None  # the grammar allows no free whitespace to run on with
+            elif fault == "whitespace":
+                content = _runaway(content, req.budget)
+            reply = generation(req, content, rng, state.reasoning_field)
+            entry.update(
+                completion_tokens=reply["completion_tokens"], finish_reason=reply["finish_reason"]
+            )
+            payload = _completion(state.model, digest, reply, req, state.prompt_details)
+            self._finish(entry, 200, payload)
         finally:
             if state.gate is not None:
                 state.gate.release()
@@ -542,8 +603,45 @@ def _err(message: str, kind: str, code: int) -> dict:
     return {"message": message, "type": kind, "param": None, "code": code}
 
 
-def _completion(model: str, digest: bytes, content: str, req: Request) -> dict:
-    prompt_tokens = len(req.text) // 4 + 256 * len(req.image_sizes)
+def _runaway(content: str, budget: int) -> str:
+    """The answer as a model that pads constrained JSON does: cut, then whitespace to the end."""
+    cut = content.find(",")
+    head = content[: cut + 1] if cut > 0 else content[:1]
+    return head + "\n" + " " * (budget * 4)
+
+
+def generation(req: Request, content: str, rng: random.Random, reasoning_field: bool) -> dict:
+    """The message, finish reason and completion tokens: thinking first, cut at the budget."""
+    thinking = ""
+    if req.thinking:
+        words = []
+        while text_tokens(" ".join(words)) < rng.randint(*THINK_TOKENS):
+            words.append(sentence(rng))
+        thinking = f"The request is a {req.kind or 'chat'} call. " + " ".join(words)
+    think_tokens, answer_tokens = text_tokens(thinking), text_tokens(content)
+    finish = "stop"
+    if think_tokens > req.budget:
+        thinking, content, finish = thinking[: req.budget * 4], "", "length"
+    elif think_tokens + answer_tokens > req.budget:
+        content, finish = content[: (req.budget - think_tokens) * 4], "length"
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking and reasoning_field:
+        message["reasoning_content"] = thinking
+    elif thinking:
+        closing = "\n</think>\n\n" if finish == "stop" or content else ""
+        message["content"] = f"<think>\n{thinking}{closing}{content}"
+    tokens = min(req.budget, text_tokens(thinking) + text_tokens(content))
+    return {"message": message, "finish_reason": finish, "completion_tokens": tokens}
+
+
+def _completion(model: str, digest: bytes, reply: dict, req: Request, details: bool) -> dict:
+    usage: dict[str, Any] = {
+        "prompt_tokens": req.prompt_tokens,
+        "completion_tokens": reply["completion_tokens"],
+        "total_tokens": req.prompt_tokens + reply["completion_tokens"],
+    }
+    if details:
+        usage["prompt_tokens_details"] = {"cached_tokens": req.cached_tokens}
     return {
         "id": "chatcmpl-" + digest.hex()[:24],
         "object": "chat.completion",
@@ -552,16 +650,12 @@ def _completion(model: str, digest: bytes, content: str, req: Request) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "message": reply["message"],
+                "finish_reason": reply["finish_reason"],
                 "logprobs": None,
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(content) // 4 + 1,
-            "total_tokens": prompt_tokens + len(content) // 4 + 1,
-        },
+        "usage": usage,
     }
 
 
@@ -584,11 +678,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--fault-cycle", default="", help=f"comma list of {','.join(FAULTS)}")
     p.add_argument("--request-log", default=None)
+    p.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)
+    p.add_argument("--limit-mm-per-prompt", type=_json_object, default={})
+    p.add_argument("--structured-outputs-config", type=_json_object, default={})
+    p.add_argument("--reasoning-parser", default="")
+    p.add_argument("--enable-prompt-tokens-details", action="store_true")
     args = p.parse_args(argv)
     unknown = set(filter(None, args.fault_cycle.split(","))) - set(FAULTS)
     if unknown:
         p.error(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
     return args
+
+
+def _json_object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
