@@ -85,6 +85,10 @@ def system_message(text: str) -> dict:
     return {"role": "system", "content": text}
 
 
+def assistant_message(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
 def extract_json(text: str | None) -> dict:
     """The JSON object in a model answer; thinking blocks and ```json fences are dropped."""
     if not text or not text.strip():
@@ -216,7 +220,7 @@ class VlmClient:
                     record["reprompted"] = True
                     self.stats.reprompts += 1
                     conversation += [
-                        {"role": "assistant", "content": text or ""},
+                        assistant_message(text or ""),
                         user_message(
                             f"Your answer could not be used: {reason}. Answer again with only "
                             "one JSON object that matches the requested schema, and no other text."

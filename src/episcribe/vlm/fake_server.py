@@ -274,7 +274,10 @@ def _vqa(req: Request, rng: random.Random, kind: str) -> dict:
 def plausible(req: Request, rng: random.Random) -> dict | None:
     kind = req.kind or ""
     if kind == "describe":
-        return {"narration": [{"time": t, "observation": observation(rng)} for t in req.times]}
+        _, hi = _max_items(req.schema, "narration", default=len(req.times))
+        times = [req.times[round(i * (len(req.times) - 1) / max(hi - 1, 1))] for i in range(hi)]
+        times = sorted(set(times))
+        return {"narration": [{"time": t, "observation": observation(rng)} for t in times]}
     if kind == "segment":
         return _segment(req, rng)
     if kind == "task_rephrasings":
@@ -288,7 +291,8 @@ def plausible(req: Request, rng: random.Random) -> dict | None:
     if kind == "interjection":
         return {"interjection": f"Actually, {instruction(rng).lower()} first.", "speech": "Sure."}
     if kind == "plan_refresh":
-        return {"plan": [instruction(rng) for _ in range(rng.randint(2, 4))]}
+        lo, hi = _max_items(req.schema, "plan", default=4)
+        return {"plan": [instruction(rng) for _ in range(max(lo, min(hi, rng.randint(2, 4))))]}
     if kind.startswith("vqa_"):
         return _vqa(req, rng, kind)
     return None
