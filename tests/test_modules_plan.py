@@ -335,9 +335,7 @@ def test_describe_answer_fits_its_budget_at_max_video_frames():
     assert text_tokens(json.dumps(answer)) <= DEFAULT_BUDGETS["describe"]
 
 
-def test_segment_continues_the_describe_conversation_so_frames_are_cached(
-    synth_small, tmp_path
-):
+def test_segment_continues_the_describe_conversation_so_frames_are_cached(synth_small, tmp_path):
     with run_fake(tmp_path) as (base, log):
         result = run_module("plan", synth_small, 0, base, tmp_path / "m.jsonl")
         calls = {e["kind"]: e for e in read_log(log)}

@@ -12,7 +12,7 @@ import pytest
 from episcribe.errors import UserError
 from episcribe.modules.vqa import coordinate_system
 from episcribe.prompts import MODULE_PROMPT_KINDS, Prompt, PromptSet, prompt_files, strip_notes
-from episcribe.vlm.fake_server import Request, plausible
+from episcribe.vlm.fake_answers import Request, plausible
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 KINDS = [kind for kinds in MODULE_PROMPT_KINDS.values() for kind in kinds]
@@ -151,9 +151,7 @@ SHARED_FRAMES = {"describe", "segment", "derive_task"}
 def test_instructions_are_the_same_for_every_call_of_a_kind(kind):
     prompt = PromptSet(PROMPTS).get(kind)
     one = sample_fields(kind)
-    other = {
-        k: (v if k == "coordinate_system" else f"{v} (another call)") for k, v in one.items()
-    }
+    other = {k: (v if k == "coordinate_system" else f"{v} (another call)") for k, v in one.items()}
     (first, request), (second, _) = prompt.render_parts(**one), prompt.render_parts(**other)
     assert first == second and request
     assert bool(first) == (kind not in SHARED_FRAMES)

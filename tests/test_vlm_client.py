@@ -314,7 +314,11 @@ def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
         )
         budgets = {"k": 77, "other": 5}
         async with VlmClient(
-            ["http://x/v1"], MODEL, "EMPTY", max_completion_tokens=budgets, temperature=0.3,
+            ["http://x/v1"],
+            MODEL,
+            "EMPTY",
+            max_completion_tokens=budgets,
+            temperature=0.3,
             http_client=http,
         ) as client:
             got = await client.complete_json("k", messages, SCHEMA)
@@ -352,7 +356,9 @@ def test_an_answer_cut_at_its_budget_is_counted_truncated_and_not_reprompted(tmp
     assert [e["kind"] for e in sent] == ["something_new", "vqa_keypoint"]  # no re-prompt
     first = json.loads(metrics.read_text().splitlines()[0])
     assert (first["outcome"], first["finish_reason"], first["truncated"]) == (
-        "truncated", "length", True
+        "truncated",
+        "length",
+        True,
     )
     assert "vlm.max_completion_tokens.something_new" in caplog.text
 
@@ -395,7 +401,8 @@ def test_cached_prompt_tokens_are_metered_when_the_server_reports_them(tmp_path)
         async def go():
             async with VlmClient([base], MODEL, "EMPTY") as client:
                 for text in ("one", "two"):
-                    await client.complete_json("something_new", [user_message(text, frames)], SCHEMA)
+                    messages = [user_message(text, frames)]
+                    await client.complete_json("something_new", messages, SCHEMA)
                 return client.stats
 
         stats = run(go())

@@ -287,7 +287,7 @@ async def _segment(ctx, task, times, frames, urls, history, steps, s):
         )
     else:
         context = (
-            f'These images are frames of a recorded robot demonstration from the camera '
+            f"These images are frames of a recorded robot demonstration from the camera "
             f'"{frames["camera"]}".\n{frames["layout"]}\n{frames["window"]}\n'
             f"Frame timestamps (s): {frames['timestamps']}\n\n"
             "Label the demonstration for a robot policy that learns to follow step-by-step "
@@ -335,7 +335,6 @@ def _finite(value) -> bool:
 
 
 async def _memories(ctx, task, steps, starts) -> list[tuple[float, str]]:
-    prompt = ctx.prompts.get("memory")
     out: list[tuple[float, str]] = []
     memory = ""
     for k in range(1, len(steps)):

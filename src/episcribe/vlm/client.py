@@ -4,12 +4,13 @@ One :class:`VlmClient` per job. ``complete_json`` sends one chat request whose a
 be a JSON object valid for a schema (sent as ``response_format`` json_schema, so servers
 with structured outputs constrain the decoding), within the token budget of its call kind
 (``max_completion_tokens``), with thinking on or off through the chat template
-(``chat_template_kwargs.enable_thinking``, which Qwen3-class templates read). Transport trouble (connection errors,
-timeouts, 429, 5xx) is retried with exponential backoff and jitter, rotating over the
-server replicas. An answer that is not valid JSON for the schema gets one re-prompt that
-names the problem; if that fails too, the call is logged as a WARNING, counted, and
-returns None: the caller skips the row and the run goes on. Only problems the user must
-fix (wrong model name, rejected API key) raise :class:`~episcribe.errors.ServerError`.
+(``chat_template_kwargs.enable_thinking``, which Qwen3-class templates read). Transport
+trouble (connection errors, timeouts, 429, 5xx) is retried with exponential backoff and
+jitter, rotating over the server replicas. An answer that is not valid JSON for the
+schema gets one re-prompt that names the problem; if that fails too, the call is logged
+as a WARNING, counted, and returns None: the caller skips the row and the run goes on.
+Only problems the user must fix (wrong model name, rejected API key) raise
+:class:`~episcribe.errors.ServerError`.
 
 Reasoning: a ``reasoning_content`` (or ``reasoning``) field of the answer is not read,
 and thinking blocks or prose before the JSON in ``content`` are dropped. An answer cut at
@@ -27,8 +28,8 @@ import logging
 import random
 import re
 import time
-from contextlib import AsyncExitStack
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
