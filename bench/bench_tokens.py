@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from scenario import scenario_dataset  # noqa: E402
+from scenario import add_scenario_arguments, scenario_from_args  # noqa: E402
 from smk import Workspace, _clean_env  # noqa: E402
 
 FIELDS = ("requests", "prompt", "image", "uncached", "completion")
@@ -55,11 +55,7 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
-    parser.add_argument("--episodes", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--size", default="320x240")
-    parser.add_argument("--cameras", type=int, default=2)
+    add_scenario_arguments(parser)
     parser.add_argument("--model", default="Qwen/Qwen3.6-27B")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--config", nargs="*", default=[], help="extra config, KEY=VALUE")
@@ -70,14 +66,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_tokens_")
         args.workdir = Path(tmp.name)
     workdir = args.workdir.resolve()
-    dataset = scenario_dataset(
-        workdir,
-        episodes=args.episodes,
-        seconds=args.seconds,
-        fps=args.fps,
-        size=args.size,
-        cameras=args.cameras,
-    )
+    dataset = scenario_from_args(workdir, args)
     config = {"vlm__model_id": args.model}
     for item in args.config:
         key, _, value = item.partition("=")

@@ -9,8 +9,9 @@
 Tests, the demo and the benchmarks drive the real request path against it (the same
 ``vlm.backend`` switch that starts vLLM starts this instead). It checks requests the way
 vLLM does (model name, message roles, content part types, JPEG data URLs), answers with
-JSON valid for the request's ``response_format`` schema, reads like short robot
-manipulation English, and is deterministic: the answer is seeded by a hash of the request.
+JSON valid for the request's ``response_format`` schema that reads like short robot
+manipulation English (:mod:`episcribe.vlm.fake_answers`), and is deterministic: the
+answer is seeded by a hash of the request.
 
 - ``--latency-ms``: sleep per call; ``--max-concurrency`` > 0: calls beyond it queue, as
   on a saturated GPU.
