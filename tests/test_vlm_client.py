@@ -407,3 +407,22 @@ def test_cached_prompt_tokens_are_metered_when_the_server_reports_them(tmp_path)
 
         stats = run(go())
     assert stats.cached_tokens == 302 + 4  # the second request's image, after the first's
+
+
+def test_whitespace_runaway_is_cut_at_the_budget_and_counted_truncated(tmp_path):
+    # A model padding constrained JSON with whitespace spends the whole budget; with the
+    # serve command's disable_any_whitespace the same fault cannot happen.
+    faults = ("--fault-rate", "1", "--fault-cycle", "whitespace")
+    compact = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+    outcomes = []
+    for name, extra in (("loose", ()), ("compact", ("--structured-outputs-config", compact))):
+        with run_fake(tmp_path, *faults, *extra, name=name) as (base, log):
+
+            async def go():
+                async with VlmClient([base], MODEL, "EMPTY", max_completion_tokens=100) as c:
+                    got = await c.complete_json("something_new", [user_message("x")], SCHEMA)
+                    return got, c.stats
+
+            got, stats = run(go())
+            outcomes.append((got is not None, stats.truncated, len(read_log(log))))
+    assert outcomes == [(False, 1, 1), (True, 0, 1)]
