@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from scenario import scenario_dataset  # noqa: E402
+from scenario import scenario_from_args  # noqa: E402
 from smk import Workspace  # noqa: E402
 
 from episcribe.report import build_report, metrics_files  # noqa: E402
@@ -87,14 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = args.workdir or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        data = scenario_dataset(
-            base,
-            episodes=args.episodes,
-            seconds=args.seconds,
-            fps=args.fps,
-            size=args.size,
-            cameras=args.cameras,
-        )
+        data = scenario_from_args(base, args)
 
         ws_root = base / f"ws_report_{time.time_ns()}"
         ws = Workspace(ws_root, data, vlm__fake__latency_ms=0)

@@ -43,7 +43,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from scenario import scenario_dataset  # noqa: E402
+from scenario import scenario_from_args  # noqa: E402
 from smk import RULE_LINE, Workspace, _clean_env  # noqa: E402
 
 POLL_S = 0.2
@@ -251,14 +251,7 @@ def main() -> None:
         args.workdir = Path(tmp.name)
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    dataset = scenario_dataset(
-        args.workdir,
-        episodes=args.episodes,
-        seconds=args.seconds,
-        fps=args.fps,
-        size=args.size,
-        cameras=args.cameras,
-    )
+    dataset = scenario_from_args(args.workdir, args)
     print(
         f"{args.episodes} episodes x {args.seconds:g} s x {args.cameras} cameras, "
         f"{args.size} H.264 at {args.fps} fps; --cores {args.cores}; load average "

@@ -7,10 +7,32 @@ dataset found under it was built with the same ones and is reused (building 32 x
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from episcribe.synth import make_dataset
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scenario's options, defaults the issue-6 scenario."""
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per episode")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--size", default="320x240", help="frame size WxH")
+    parser.add_argument("--cameras", type=int, default=2)
+
+
+def scenario_from_args(workdir: Path, args: argparse.Namespace) -> Path:
+    """``scenario_dataset`` with the options of :func:`add_scenario_arguments`."""
+    return scenario_dataset(
+        workdir,
+        episodes=args.episodes,
+        seconds=args.seconds,
+        fps=args.fps,
+        size=args.size,
+        cameras=args.cameras,
+    )
 
 
 def scenario_dataset(

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from episcribe.annotate import JobSpec, run_job
 from episcribe.logs import script_main
+from episcribe.vlm.sizing import server_settings
 from episcribe.workflow import SERVER_RUN_DIR
 
 
@@ -21,7 +22,7 @@ def main(smk):
             settings=dict(p.settings),
             model=dict(p.model),
             seed=p.seed,
-            vlm=smk.config["vlm"],
+            vlm=server_settings(smk.config),
             run_dir=SERVER_RUN_DIR,
             upstream_modules=list(p.upstream_modules),
             episode_concurrency=smk.config["workflow"]["episode_concurrency"],

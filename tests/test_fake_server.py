@@ -104,9 +104,10 @@ def post(base: str, body: dict, timeout: float = 10) -> tuple[int, dict | str]:
         return err.code, json.loads(err.read())
 
 
-def chat(kind: str, schema: dict, text: str, images=(), model: str = MODEL) -> dict:
-    parts = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": u}} for u in images]
+def chat(kind: str, schema: dict, text: str, images=(), model: str = MODEL, **extra) -> dict:
+    """A request as the client sends it: images first, thinking off (unless ``extra`` says)."""
+    parts = [{"type": "image_url", "image_url": {"url": u}} for u in images]
+    parts += [{"type": "text", "text": text}]
     return {
         "model": model,
         "messages": [{"role": "user", "content": parts}],
@@ -114,6 +115,8 @@ def chat(kind: str, schema: dict, text: str, images=(), model: str = MODEL) -> d
             "type": "json_schema",
             "json_schema": {"name": kind, "schema": schema, "strict": True},
         },
+        "chat_template_kwargs": {"enable_thinking": False},
+        **extra,
     }
 
 
@@ -238,7 +241,7 @@ def test_malformed_requests_are_400(fake):
     for url in (png_as_jpeg, not_base64, https_url):
         status, body = post(base, chat("describe", SCHEMAS["describe"], "hi", [url]))
         assert status == 400, url
-        assert "content[1]" in body["error"]["message"]
+        assert "content[0]" in body["error"]["message"]
     bad_role = chat("describe", SCHEMAS["describe"], "hi")
     bad_role["messages"][0]["role"] = "robot"
     assert post(base, bad_role)[0] == 400
@@ -252,7 +255,7 @@ def test_truncated_jpegs_and_invalid_schemas_are_400_every_time(fake):
     whole = base64.b64decode(jpeg_url().removeprefix("data:image/jpeg;base64,"))
     truncated = "data:image/jpeg;base64," + base64.b64encode(whole[: len(whole) // 2]).decode()
     status, body = post(base, chat("describe", SCHEMAS["describe"], "hi", [truncated]))
-    assert status == 400 and "content[1]" in body["error"]["message"]
+    assert status == 400 and "content[0]" in body["error"]["message"]
     bad_schema = {"type": "object", "properties": {"n": {"type": "no-such-type"}}}
     for _ in range(2):  # the server remembers schemas it has checked: the second time too
         status, body = post(base, chat("describe", bad_schema, "hi"))
@@ -311,3 +314,118 @@ def test_max_concurrency_queues_calls_like_a_saturated_gpu(tmp_path):
         assert len(entries) == 6
         assert max_overlap([(e["start"], e["end"]) for e in entries]) == 2
         assert all(e["start"] >= e["arrival"] and e["end"] >= e["start"] for e in entries)
+
+
+# -- as strict as vLLM serving a Qwen-VL model ------------------------------------------
+
+
+def _usage(body: dict) -> dict:
+    return body["usage"]
+
+
+def test_prompt_tokens_follow_the_qwen_vl_image_rule(tmp_path):
+    text = "x" * 400  # 100 text tokens
+    # Qwen3-VL: 640x480 -> 20 x 15 squares of 32 px; Qwen2.5-VL: 644x476 -> 23 x 17 of 28 px.
+    # Each image adds its 2 vision markers; the message adds 4 tokens of chat template.
+    for model, image in (("Qwen/Qwen3-VL-8B-Instruct", 302), ("Qwen/Qwen2.5-VL-7B-Instruct", 393)):
+        with run_fake(tmp_path, "--model", model, name=model[5:12]) as (base, log):
+            body = chat("describe", SCHEMAS["describe"], text, [jpeg_url((640, 480))], model=model)
+            status, answer = post(base, body)
+            assert status == 200 and _usage(answer)["prompt_tokens"] == image + 100 + 4
+            entry = read_log(log)[0]
+            assert entry["image_sizes"] == [[640, 480]] and entry["image_tokens"] == image + 4
+
+
+def test_prompt_over_max_model_len_is_refused_with_vllms_400(tmp_path):
+    with run_fake(tmp_path, "--max-model-len", "700") as (base, log):
+        ok = chat("vqa_keypoint", SCHEMAS["vqa_keypoint"], "count", [jpeg_url((640, 480))])
+        assert post(base, dict(ok, max_completion_tokens=300))[0] == 200  # 307 + 300 <= 700
+        status, body = post(base, dict(ok, max_completion_tokens=500))
+    assert status == 400
+    error = body["error"]
+    assert (error["type"], error["param"]) == ("BadRequestError", "input_tokens")
+    assert error["code"] == 400
+    assert error["message"].startswith(
+        "This model's maximum context length is 700 tokens. However, you requested 500 output "
+        "tokens and your prompt contains at least 201 input tokens"
+    )
+    assert [e["status"] for e in read_log(log)] == [200, 400]
+
+
+def test_more_images_than_the_limit_are_refused(tmp_path):
+    with run_fake(tmp_path, "--limit-mm-per-prompt", '{"image": 2}') as (base, _):
+        body = chat("describe", SCHEMAS["describe"], "three frames", [jpeg_url()] * 3)
+        status, answer = post(base, body)
+    assert status == 400 and answer["error"]["param"] == "image"
+    assert answer["error"]["message"].startswith("At most 2 image(s) may be provided in one prompt")
+
+
+def test_answers_are_cut_at_max_completion_tokens(fake):
+    base, log = fake
+    body = chat("segment", SCHEMAS["segment"], "Frame timestamps (s): 0.0, 9.0")
+    status, answer = post(base, dict(body, max_completion_tokens=5))
+    choice = answer["choices"][0]
+    assert status == 200 and choice["finish_reason"] == "length"
+    assert len(choice["message"]["content"]) <= 20 and _usage(answer)["completion_tokens"] == 5
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(choice["message"]["content"])
+    assert read_log(log)[-1]["finish_reason"] == "length"
+
+
+def test_the_model_thinks_first_unless_thinking_is_off(tmp_path):
+    body = chat("vqa_keypoint", SCHEMAS["vqa_keypoint"], "where?", [jpeg_url()])
+    thinking = dict(body, chat_template_kwargs={"enable_thinking": True})
+    with run_fake(tmp_path) as (base, _):
+        status, answer = post(base, thinking)
+        content = answer["choices"][0]["message"]["content"]
+        assert content.startswith("<think>") and "</think>" in content
+        jsonschema.validate(json.loads(content.split("</think>")[1]), SCHEMAS["vqa_keypoint"])
+        assert _usage(answer)["completion_tokens"] > 150
+        _, quiet = post(base, body)  # enable_thinking false: the JSON alone
+        assert json.loads(quiet["choices"][0]["message"]["content"])
+    with run_fake(tmp_path, "--reasoning-parser", "qwen3", name="parsed") as (base, _):
+        message = post(base, thinking)[1]["choices"][0]["message"]
+        assert message["reasoning_content"] and json.loads(message["content"])
+
+
+def test_whitespace_fault_runs_to_the_budget_unless_whitespace_is_disabled(tmp_path):
+    body = chat("segment", SCHEMAS["segment"], "Frame timestamps (s): 0.0, 9.0")
+    body["max_completion_tokens"] = 200
+    faults = ("--fault-rate", "1", "--fault-cycle", "whitespace")
+    with run_fake(tmp_path, *faults) as (base, _):
+        choice = post(base, body)[1]["choices"][0]
+        assert choice["finish_reason"] == "length"
+        assert choice["message"]["content"].strip().endswith(",")  # cut mid-object
+    compact = (
+        "--structured-outputs-config",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    )
+    with run_fake(tmp_path, *faults, *compact, name="compact") as (base, _):
+        choice = post(base, body)[1]["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        jsonschema.validate(json.loads(choice["message"]["content"]), SCHEMAS["segment"])
+
+
+def test_request_log_counts_what_prefix_caching_would_not_recompute(tmp_path):
+    frames = [jpeg_url((640, 480)), jpeg_url((320, 240))]  # 302 and 82 tokens
+    describe = chat("describe", SCHEMAS["describe"], "Describe.", frames)
+    with run_fake(tmp_path, "--enable-prompt-tokens-details") as (base, log):
+        first = post(base, describe)[1]
+        # The same frames first, other words after them: the frames are cached.
+        other = post(base, chat("derive_task", SCHEMAS["describe"], "The task?", frames))[1]
+        # The describe conversation continued: all of the describe request is cached.
+        follow = dict(describe, messages=describe["messages"] + [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "Now segment."},
+        ])  # fmt: skip
+        post(base, follow)
+        # The same frames in another order share nothing.
+        post(base, chat("describe", SCHEMAS["describe"], "Describe.", frames[::-1]))
+    entries = read_log(log)
+    assert [e["cached_tokens"] for e in entries] == [
+        0,
+        (302 + 4) + 82,
+        first["usage"]["prompt_tokens"],
+        0,
+    ]
+    assert other["usage"]["prompt_tokens_details"] == {"cached_tokens": 306 + 82}

@@ -69,6 +69,11 @@ def test_each_interjection_has_speech_and_a_plan_update_at_its_timestamp(
     assert all(
         r["style"] == "plan" and r["content"].startswith("1. ") for r in out["plan_update"].rows
     )
+    for row in out["plan_update"].rows:
+        # The recording shows the robot doing the steps still planned: the refreshed plan
+        # rewords them, it neither adds nor drops one.
+        still_planned = [s for s in starts if s >= row["timestamp"]]
+        assert len(row["content"].splitlines()) == len(still_planned)
     events = [r["timestamp"] for r in out["interjections"].rows]
     assert set(events) <= frame_set(out["plan"].episode), "event rows on real frame timestamps"
     assert not errors_of(out["plan"].episode, cameras, out)

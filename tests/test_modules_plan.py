@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_fake_server import MODEL, run_fake
+from test_fake_server import MODEL, read_log, run_fake
 
 from episcribe.config import resolve
 from episcribe.dataset import LeRobotDataset
@@ -216,10 +216,11 @@ def test_task_derivation_if_short_replaces_placeholder_only(make_synth, fake, tm
     )
 
     def task_of(index, mode):
-        settings = settings_for("plan", derive_task_from_video=mode, n_task_rephrasings=0)
+        settings = settings_for("plan", derive_task_from_video=mode, n_task_rephrasings=2)
         res = run_module("plan", root, index, base, tmp_path / "m.jsonl", settings=settings)
-        (aug,) = res.style("task_aug")  # 0 rephrasings: only the effective task
-        return aug["content"], res.kinds.count("derive_task")
+        effective, *rephrasings = res.style("task_aug")  # the effective task comes first
+        assert len(rephrasings) == 2
+        return effective["content"], res.kinds.count("derive_task")
 
     derived, calls = task_of(0, "if_short")
     assert calls == 1 and derived.lower() != "test" and len(derived.split()) >= 3
@@ -227,17 +228,23 @@ def test_task_derivation_if_short_replaces_placeholder_only(make_synth, fake, tm
     assert task_of(0, "off") == ("test", 0)
     always, calls = task_of(1, "always")
     assert calls == 1 and always != "Put the red block in the bin"
-    assert (
-        "task_rephrasings"
-        not in run_module(
-            "plan",
-            root,
-            1,
-            base,
-            tmp_path / "m.jsonl",
-            settings=settings_for("plan", n_task_rephrasings=0),
-        ).kinds
-    )
+
+
+def test_no_rephrasings_means_no_task_aug_rows_and_a_derived_task_is_logged(
+    make_synth, fake, tmp_path, caplog
+):
+    # LeRobot trains on a task_aug row in place of the task column: with no rephrasings
+    # asked for, none is written; a task read from the video is logged with the one it
+    # replaced.
+    base, _ = fake
+    root = make_synth("notaug", episodes=1, seconds=2.0, cameras=("cam",), tasks=["debug"])
+    settings = settings_for("plan", n_task_rephrasings=0)
+    with caplog.at_level("INFO", logger="episcribe.modules.plan"):
+        res = run_module("plan", root, 0, base, tmp_path / "m.jsonl", settings=settings)
+    assert res.style("task_aug") == [] and "task_rephrasings" not in res.kinds
+    assert res.kinds.count("derive_task") == 1 and res.style("subtask")
+    (line,) = [r.getMessage() for r in caplog.records if "derived" in r.getMessage()]
+    assert "episode 000000" in line and "in place of the dataset's 'debug'" in line
 
 
 def test_same_seed_gives_byte_identical_rows(synth_small, fake, tmp_path):
@@ -300,6 +307,44 @@ def test_stitch_merges_repeats_and_caps_by_merging_the_shortest():
     # "Lift it" (0.2 s) is the shortest; its shorter neighbour is the 2 s grasp.
     assert stitch(spans, TS, 2) == [(0, "Grasp the cup, then lift it"), (22, "Place it")]
     assert stitch(spans, TS, 1) == [(0, "Grasp the cup, then lift it, then place it")]
+
+
+def test_stitch_merges_subtasks_shorter_than_the_minimum():
+    spans = [("Grasp the cup", 0, 1), ("Lift it", 2.0, 2.2), ("Place it", 2.2, 4.9)]
+    assert stitch(spans, TS, 8, min_seconds=0.5) == [
+        (0, "Grasp the cup, then lift it"),
+        (22, "Place it"),
+    ]
+    assert stitch(spans, TS, 8, min_seconds=60) == [
+        (0, "Grasp the cup, then lift it, then place it")
+    ]
+
+
+def test_describe_answer_fits_its_budget_at_max_video_frames():
+    # The longest answer the schema sent at max_video_frames allows: every entry at its
+    # longest observation and a long timestamp. It must fit the describe budget.
+    from episcribe.modules.plan import DESCRIBE_ENTRIES
+    from episcribe.vlm.sizing import DEFAULT_BUDGETS, text_tokens
+
+    prompt = PromptSet(PROMPTS).get("describe")
+    entries = min(DEFAULTS["plan"]["max_video_frames"], DESCRIBE_ENTRIES)
+    schema = prompt.schema_with_items("narration", 1, entries)
+    item = schema["properties"]["narration"]["items"]["properties"]
+    longest = {"time": 1234.567, "observation": "w" * item["observation"]["maxLength"]}
+    answer = {"narration": [longest] * schema["properties"]["narration"]["maxItems"]}
+    assert text_tokens(json.dumps(answer)) <= DEFAULT_BUDGETS["describe"]
+
+
+def test_segment_continues_the_describe_conversation_so_frames_are_cached(synth_small, tmp_path):
+    with run_fake(tmp_path) as (base, log):
+        result = run_module("plan", synth_small, 0, base, tmp_path / "m.jsonl")
+        calls = {e["kind"]: e for e in read_log(log)}
+    assert result.style("subtask")
+    describe, segment = calls["describe"], calls["segment"]
+    # The segment request is the describe request, its answer, then the segment words:
+    # everything of the describe request is a cached prefix.
+    assert segment["n_images"] == describe["n_images"] > 0
+    assert segment["cached_tokens"] == describe["prompt_tokens"]
 
 
 def test_join_steps_reads_as_one_instruction():

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import pytest
-from test_fake_server import run_fake
+from test_fake_server import read_log, run_fake
 from test_modules_plan import errors_of, frame_set, run_module, settings_for
 
 from episcribe.modules.vqa import convert_answer
@@ -22,6 +22,18 @@ def fake(tmp_path_factory):
 
 TOP, WRIST = "observation.images.top", "observation.images.wrist"
 G1 = "observation.images.cam_high"
+
+
+def test_vqa_instructions_are_computed_once_per_question_type(synth_small, tmp_path):
+    with run_fake(tmp_path) as (base, log):
+        result = run_module("vqa", synth_small, 0, base, tmp_path / "m.jsonl")
+        calls = [e for e in read_log(log) if e["status"] == 200]
+    assert result.rows and len(calls) > 5 and all(c["n_images"] == 1 for c in calls)
+    # Each request is its type's instructions, one frame, then the camera and task: only
+    # the first call of a type (calls overlap, so not always the first logged) computes
+    # the instructions; every other one finds them cached.
+    uncached = Counter(c["kind"] for c in calls if c["cached_tokens"] == 0)
+    assert uncached == Counter({kind: 1 for kind in {c["kind"] for c in calls}})
 
 
 def pairs(rows):

@@ -12,24 +12,25 @@ import pytest
 from episcribe.errors import UserError
 from episcribe.modules.vqa import coordinate_system
 from episcribe.prompts import MODULE_PROMPT_KINDS, Prompt, PromptSet, prompt_files, strip_notes
-from episcribe.vlm.fake_server import Request, plausible
+from episcribe.vlm.fake_answers import Request, plausible
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 KINDS = [kind for kinds in MODULE_PROMPT_KINDS.values() for kind in kinds]
-FRAMES = {"describe", "segment", "derive_task", "interjection", *MODULE_PROMPT_KINDS["vqa"]}
+# Calls whose request lists the timestamps of several frames (a VQA call shows one frame;
+# segment continues the describe conversation, whose request holds them).
+FRAMES = {"describe", "derive_task", "interjection"}
 # What each call kind's module passes to render(): a template may use any of these.
 FIELDS = {
-    "describe": {"camera", "layout", "window", "timestamps"},
-    "segment": {"task", "camera", "layout", "window", "timestamps", "narration", "max_steps",
-                "first", "last"},
+    "describe": {"camera", "layout", "window", "timestamps", "max_entries"},
+    "segment": {"context", "task", "max_steps", "min_seconds", "first", "last"},
     "task_rephrasings": {"task", "n"},
     "derive_task": {"camera", "layout", "timestamps", "dataset_task"},
     "memory": {"task", "previous_memory", "completed", "remaining"},
     "initial_speech": {"task"},
     "interjection": {"task", "camera", "layout", "timestamps", "boundary", "previous_subtask",
                      "next_subtask", "scenario", "scenario_hint"},
-    "plan_refresh": {"task", "done", "remaining", "interjection"},
-    **{k: {"camera", "timestamps", "coordinate_system"} for k in MODULE_PROMPT_KINDS["vqa"]},
+    "plan_refresh": {"task", "done", "remaining", "n_remaining", "interjection"},
+    **{k: {"camera", "task", "coordinate_system"} for k in MODULE_PROMPT_KINDS["vqa"]},
 }  # fmt: skip
 
 
@@ -139,3 +140,37 @@ def test_prompts_are_loaded_once_and_item_limits_are_set_on_a_copy():
 def test_strip_notes_only_removes_the_leading_note_block():
     assert strip_notes("# a\n# b\nText\n# kept\n") == "Text\n# kept\n"
     assert Prompt("k", "Hi {name}", {}).render(name="Ada", extra=1) == "Hi Ada"
+
+
+# Calls over the plan's frames send no instructions before them, so they share the
+# frames as a prompt prefix; every other call opens with instructions that do not change.
+SHARED_FRAMES = {"describe", "segment", "derive_task"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_instructions_are_the_same_for_every_call_of_a_kind(kind):
+    prompt = PromptSet(PROMPTS).get(kind)
+    one = sample_fields(kind)
+    other = {k: (v if k == "coordinate_system" else f"{v} (another call)") for k, v in one.items()}
+    (first, request), (second, _) = prompt.render_parts(**one), prompt.render_parts(**other)
+    assert first == second and request
+    assert bool(first) == (kind not in SHARED_FRAMES)
+
+
+def test_vqa_requests_state_the_task_and_the_camera_but_no_timestamp():
+    prompts = PromptSet(PROMPTS)
+    for kind in MODULE_PROMPT_KINDS["vqa"]:
+        _, request = prompts.get(kind).render_parts(**sample_fields(kind))
+        assert "Pick up the yellow bottle" in request and "<camera>" in request
+        assert "timestamp" not in prompts.get(kind).render(**sample_fields(kind)).lower()
+
+
+def test_spatial_relations_come_from_a_fixed_list():
+    schema = PromptSet(PROMPTS).get("vqa_spatial").schema
+    relation = schema["properties"]["answer"]["properties"]["relation"]
+    assert relation["enum"] == [
+        "left of", "right of", "above", "below", "in front of", "behind", "inside", "on top of",
+        "next to",
+    ]  # fmt: skip
+    jsonschema.validate({"question": "q", "answer": {"subject": "a", "relation": "near",
+                         "object": "b"}}, {"not": schema})  # fmt: skip

@@ -47,7 +47,8 @@ def test_schema_constrained_answers_are_accepted_and_metered(tmp_path):
 
         stats = run(go())
     assert (stats.calls, stats.ok, stats.failures, stats.retries) == (3, 3, 0, 0)
-    assert stats.prompt_tokens > 3 * 256 and stats.completion_tokens > 0
+    # A 160x120 frame is scaled up to the Qwen3-VL minimum area: 320x224, 10 x 7 tokens + 2.
+    assert stats.prompt_tokens > 3 * 72 and stats.completion_tokens > 0
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [m["kind"] for m in lines] == ["describe", "segment", "vqa_bbox"]
     assert all(m["outcome"] == "ok" and m["end"] >= m["start"] for m in lines)
@@ -306,12 +307,19 @@ def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
             model=MODEL,
             messages=messages,
             response_format=fmt,
-            max_tokens=77,
+            max_completion_tokens=77,
             temperature=0.3,
             timeout=9.0,
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
         )
+        budgets = {"k": 77, "other": 5}
         async with VlmClient(
-            ["http://x/v1"], MODEL, "EMPTY", max_new_tokens=77, temperature=0.3, http_client=http
+            ["http://x/v1"],
+            MODEL,
+            "EMPTY",
+            max_completion_tokens=budgets,
+            temperature=0.3,
+            http_client=http,
         ) as client:
             got = await client.complete_json("k", messages, SCHEMA)
         return got, client.stats
@@ -323,3 +331,98 @@ def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
     assert ours.content == by_sdk.content
     for header in ("content-type", "authorization", "accept"):
         assert ours.headers[header] == by_sdk.headers[header]
+
+
+# -- a real model's limits, through the strict fake -------------------------------------
+
+
+def test_an_answer_cut_at_its_budget_is_counted_truncated_and_not_reprompted(tmp_path, caplog):
+    metrics = tmp_path / "m.jsonl"
+    with run_fake(tmp_path) as (base, log):
+
+        async def go():
+            budgets = {"something_new": 3, "vqa": 256}
+            async with VlmClient([base], MODEL, "EMPTY", max_completion_tokens=budgets,
+                                 metrics_path=metrics) as client:  # fmt: skip
+                cut = await client.complete_json("something_new", [user_message("x")], SCHEMA)
+                whole = await client.complete_json("vqa_keypoint", [user_message("x")],
+                                                   SCHEMAS["vqa_keypoint"])  # fmt: skip
+                return cut, whole, client.stats
+
+        cut, whole, stats = run(go())
+        sent = read_log(log)
+    assert cut is None and whole is not None
+    assert (stats.truncated, stats.reprompts, stats.failures) == (1, 0, 1)
+    assert [e["kind"] for e in sent] == ["something_new", "vqa_keypoint"]  # no re-prompt
+    first = json.loads(metrics.read_text().splitlines()[0])
+    assert (first["outcome"], first["finish_reason"], first["truncated"]) == (
+        "truncated",
+        "length",
+        True,
+    )
+    assert "vlm.max_completion_tokens.something_new" in caplog.text
+
+
+def test_thinking_is_off_by_default_and_a_thinking_answer_still_parses(tmp_path):
+    for args in ((), ("--reasoning-parser", "qwen3")):
+        with run_fake(tmp_path, *args, name=f"fake{len(args)}") as (base, log):
+
+            async def go(**options):
+                async with VlmClient([base], MODEL, "EMPTY", **options) as client:
+                    got = await client.complete_json("something_new", [user_message("x")], SCHEMA)
+                    return got, client.stats
+
+            quiet, quiet_stats = run(go())
+            thought, thought_stats = run(go(enable_thinking=True, max_completion_tokens=2048))
+            short, short_stats = run(go(enable_thinking=True, max_completion_tokens=64))
+        assert quiet is not None and thought is not None and short is None
+        assert quiet_stats.completion_tokens < 64 < thought_stats.completion_tokens
+        assert short_stats.truncated == 1
+
+
+def test_a_prompt_over_the_context_length_fails_at_once_naming_the_limit(tmp_path, caplog):
+    image = jpeg_url((640, 480))
+    with run_fake(tmp_path, "--max-model-len", "400") as (base, log):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY", **FAST) as client:
+                messages = [user_message("x", [image])]
+                return await client.complete_json("something_new", messages, SCHEMA), client.stats
+
+        result, stats = run(go())
+        assert result is None and stats.retries == 0 and len(read_log(log)) == 1
+    assert "maximum context length is 400 tokens" in caplog.text
+
+
+def test_cached_prompt_tokens_are_metered_when_the_server_reports_them(tmp_path):
+    frames = [jpeg_url((640, 480))]
+    with run_fake(tmp_path, "--enable-prompt-tokens-details") as (base, _):
+
+        async def go():
+            async with VlmClient([base], MODEL, "EMPTY") as client:
+                for text in ("one", "two"):
+                    messages = [user_message(text, frames)]
+                    await client.complete_json("something_new", messages, SCHEMA)
+                return client.stats
+
+        stats = run(go())
+    assert stats.cached_tokens == 302 + 4  # the second request's image, after the first's
+
+
+def test_whitespace_runaway_is_cut_at_the_budget_and_counted_truncated(tmp_path):
+    # A model padding constrained JSON with whitespace spends the whole budget; with the
+    # serve command's disable_any_whitespace the same fault cannot happen.
+    faults = ("--fault-rate", "1", "--fault-cycle", "whitespace")
+    compact = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+    outcomes = []
+    for name, extra in (("loose", ()), ("compact", ("--structured-outputs-config", compact))):
+        with run_fake(tmp_path, *faults, *extra, name=name) as (base, log):
+
+            async def go():
+                async with VlmClient([base], MODEL, "EMPTY", max_completion_tokens=100) as c:
+                    got = await c.complete_json("something_new", [user_message("x")], SCHEMA)
+                    return got, c.stats
+
+            got, stats = run(go())
+            outcomes.append((got is not None, stats.truncated, len(read_log(log))))
+    assert outcomes == [(False, 1, 1), (True, 0, 1)]

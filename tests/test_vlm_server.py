@@ -350,3 +350,75 @@ def test_sbatch_refusal_is_a_server_error_naming_the_args(run_dir, fake_slurm, t
     with pytest.raises(ServerError, match="invalid partition") as err:
         server.ensure(cfg, run_dir)
     assert "slurm_server_args" in str(err.value)
+
+
+# -- the serve command fits the config's requests ----------------------------------------
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def test_auto_vllm_command_is_sized_to_the_largest_request_of_the_config(tmp_path):
+    from episcribe.vlm.sizing import server_settings
+
+    config = resolve({"vlm": {"model_id": "Qwen/Qwen3.6-27B"}})
+    vlm = server_settings(config)
+    cmd = server.serve_command(vlm, 0, 8000, tmp_path)
+    assert cmd[:3] == ["vllm", "serve", "Qwen/Qwen3.6-27B"]
+    # 32 frames in sheets of 4 = 8 images of at most 768x768: 24 x 24 squares of 32 px
+    # + 2 markers each; + 4096 text allowance + the describe and largest budgets (768 each),
+    # rounded up to 1024: far below the model's 262,144-token context.
+    assert _flag(cmd, "--max-model-len") == str(11264)
+    assert json.loads(_flag(cmd, "--limit-mm-per-prompt")) == {"image": 8, "video": 0}
+    assert json.loads(_flag(cmd, "--structured-outputs-config")) == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
+    assert "--enable-prompt-tokens-details" in cmd and "--reasoning-parser" not in cmd
+    thinking = server.serve_command({**vlm, "enable_thinking": True}, 0, 8000, tmp_path)
+    assert _flag(thinking, "--reasoning-parser") == "qwen3"
+    assert int(_flag(thinking, "--max-model-len")) == 11264 + 2 * 4096
+    fixed = server.serve_command({**vlm, "max_model_len": 32768}, 0, 8000, tmp_path)
+    assert _flag(fixed, "--max-model-len") == "32768"
+
+
+@pytest.mark.parametrize(
+    ("sections", "images"),
+    [
+        ({}, 8),
+        ({"plan": {"max_video_frames": 10}}, 6),  # the interjection window's 6 frames
+        ({"plan": {"enabled": False}, "interjections": {"enabled": False}}, 1),
+    ],
+)
+def test_image_limit_is_the_most_images_one_request_of_the_config_carries(sections, images):
+    from episcribe.vlm.sizing import server_settings
+
+    assert server_settings(resolve(sections))["max_images"] == images
+
+
+def test_started_fake_server_enforces_the_serve_commands_limits(run_dir):
+    from test_fake_server import jpeg_url
+
+    urls = server.ensure(settings(max_model_len=600, max_images=1), run_dir)
+
+    async def go(images):
+        async with VlmClient(urls, MODEL, "EMPTY", max_completion_tokens=100) as client:
+            return await client.complete_json(
+                "something_new", [user_message("x", images)], SCHEMAS["something_new"]
+            )
+
+    assert asyncio.run(go([jpeg_url((640, 480))])) is not None  # 307 + 100 tokens fit
+    assert asyncio.run(go([jpeg_url((640, 480))] * 2)) is None  # 2 images, limit 1
+    assert asyncio.run(go([jpeg_url((1280, 960))])) is None  # 1206 tokens > 600
+    statuses = [e["status"] for e in read_log(run_dir / "fake_requests_0.jsonl")]
+    assert statuses == [200, 400, 400]
+
+
+def test_a_running_server_of_another_model_is_refused_naming_both(tmp_path, run_dir):
+    with run_fake(tmp_path) as (base, _):
+        for backend in ("vllm", "openai"):
+            cfg = settings(backend=backend, api_base=base, model_id="Qwen/Qwen3.6-27B")
+            with pytest.raises(ServerError, match=r"serves 'fake/model', not vlm.model_id 'Qwen"):
+                server.ensure(cfg, run_dir)
+    assert not (run_dir / "supervisor.json").exists()

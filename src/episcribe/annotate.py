@@ -25,6 +25,7 @@ from .outcomes import JobSummary, check_failures
 from .prompts import PromptSet, prompt_files
 from .staging import read_rows, staging_file
 from .vlm import server
+from .vlm.sizing import token_budgets
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def model_identity(vlm: dict, camera_key: str) -> dict:
     identity = {
         "model_id": vlm["model_id"],
         "camera_key": camera_key,
-        "max_new_tokens": vlm["max_new_tokens"],
+        "max_completion_tokens": token_budgets(vlm),
+        "enable_thinking": vlm["enable_thinking"],
         "temperature": vlm["temperature"],
         "image_max_side": vlm["image_max_side"],
         "jpeg_quality": vlm["jpeg_quality"],
@@ -163,7 +165,8 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         spec.vlm["model_id"],
         spec.vlm["api_key"],
         concurrency=spec.vlm["client_concurrency"],
-        max_new_tokens=spec.vlm["max_new_tokens"],
+        max_completion_tokens=token_budgets(spec.vlm),
+        enable_thinking=spec.vlm["enable_thinking"],
         temperature=spec.vlm["temperature"],
         timeout_s=spec.vlm["request_timeout_s"],
         max_retries=spec.vlm["max_retries"],
@@ -218,6 +221,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         summary.incomplete.sort()
         summary.calls = client.stats.calls
         summary.failures = client.stats.failures
+        summary.truncated = client.stats.truncated
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

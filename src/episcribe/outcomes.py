@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-TOTALS = ("calls", "failures", "skipped", "cached", "annotated")
+TOTALS = ("calls", "failures", "truncated", "skipped", "cached", "annotated")
 
 
 @dataclass
@@ -31,6 +31,7 @@ class JobSummary:
     skipped: int = 0  # answers missing, empty or unusable (a failed call included)
     calls: int = 0
     failures: int = 0  # calls with no usable answer after retries and a re-prompt
+    truncated: int = 0  # of those, answers cut at their token budget (finish_reason length)
     incomplete: list[int] = field(default_factory=list)  # staged, not cached: re-asked
     seconds: float = 0.0
 
@@ -107,8 +108,8 @@ def end_of_run_lines(report: dict) -> list[str]:
     ]
     for module, m in report.get("model_calls", {}).items():
         line = (
-            f"  {module}: {m['calls']} model calls, {m['failures']} failed, "
-            f"{m['skipped']} answers skipped"
+            f"  {module}: {m['calls']} model calls, {m['failures']} failed "
+            f"({m.get('truncated', 0)} cut at their token budget), {m['skipped']} answers skipped"
         )
         if m["incomplete"]:
             line += f"; incomplete episodes {m['incomplete']}, asked again by the next run"

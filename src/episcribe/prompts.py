@@ -6,6 +6,13 @@ the raw text that is sent. Lines starting with ``#`` at the very top of a templa
 notes for whoever edits it (what the call is for, which placeholders exist) and are not
 sent to the model.
 
+A line that is exactly ``---`` splits a template in two: the text above it is the call's
+instructions, sent first as a system message, the text below it the request, sent in the
+user turn after the images. Instructions that are the same for every call of a kind (no
+placeholder whose value changes per call) are then a prompt prefix the server's prefix
+cache computes once per run. A template without the line is all request: its images come
+first in the request (the plan calls over the same frames share that prefix instead).
+
 Beside each template, ``<kind>.schema.json`` is the JSON Schema (draft 2020-12) of the
 answer: sent to the server as a structured-output constraint and checked on receipt.
 
@@ -27,6 +34,8 @@ from typing import Any
 import jsonschema
 
 from .errors import UserError
+
+SPLIT_LINE = "---"
 
 # The call kinds each module makes (plan_update: the plan refresh at interjections).
 MODULE_PROMPT_KINDS: dict[str, list[str]] = {
@@ -56,7 +65,11 @@ class Prompt:
         return str(self.path) if self.path else f"the {self.kind!r} prompt"
 
     def render(self, **fields: Any) -> str:
-        """The template with ``fields`` filled in; extra fields are ignored.
+        """The whole template with ``fields`` filled in (instructions, then request)."""
+        return "\n".join(part for part in self.render_parts(**fields) if part)
+
+    def render_parts(self, **fields: Any) -> tuple[str, str]:
+        """(instructions, request) with ``fields`` filled in; extra fields are ignored.
 
         A placeholder the caller does not provide raises UserError naming the file and key.
         """
@@ -67,7 +80,12 @@ class Prompt:
                 f"call does not provide; available: {', '.join(sorted(fields)) or 'none'} "
                 "(write literal braces as {{ and }})"
             )
-        return self.template.format(**fields)
+        lines = self.template.splitlines(keepends=True)
+        cut = next((i for i, line in enumerate(lines) if line.strip() == SPLIT_LINE), None)
+        if cut is None:
+            return "", self.template.format(**fields).strip()
+        instructions = "".join(lines[:cut]).format(**fields).strip()
+        return instructions, "".join(lines[cut + 1 :]).format(**fields).strip()
 
     def schema_with_items(self, key: str, min_items: int, max_items: int) -> dict:
         """A copy of the schema with minItems/maxItems set on the top-level array ``key``.

@@ -197,14 +197,39 @@ class EpisodeContext:
         self.skipped += 1
         log.debug("episode %06d: skipped %s", self.episode.index, what)
 
-    async def ask(self, kind: str, text: str, image_urls: Sequence[str] = (), schema=None):
-        """One model call of ``kind``: its answer dict, or None (already logged by the client)."""
-        from ..vlm.client import user_message
+    def messages(
+        self, kind: str, fields: dict, image_urls: Sequence[str] = (), history: Sequence = ()
+    ) -> list[dict]:
+        """The chat messages of a ``kind`` call: its prompt with ``fields``, after ``history``.
 
+        The template's instructions part is the system message when the call opens the
+        conversation (a chat template takes a system message only first); continuing
+        ``history``, it goes into the user turn. The images come first in the user turn.
+        """
+        from ..vlm.client import system_message, user_message
+
+        instructions, request = self.prompts.get(kind).render_parts(**fields)
+        out = list(history)
+        if instructions and not out:
+            out.append(system_message(instructions))
+        elif instructions:
+            request = f"{instructions}\n\n{request}"
+        out.append(user_message(request, list(image_urls)))
+        return out
+
+    async def ask(
+        self,
+        kind: str,
+        fields: dict,
+        image_urls: Sequence[str] = (),
+        *,
+        schema: dict | None = None,
+        history: Sequence = (),
+    ) -> dict | None:
+        """One model call of ``kind``: its answer dict, or None (already logged by the client)."""
         prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
-        answer = await self.client.complete_json(
-            kind, [user_message(text, list(image_urls))], prompt_schema
-        )
+        messages = self.messages(kind, fields, image_urls, history)
+        answer = await self.client.complete_json(kind, messages, prompt_schema)
         # An episode with a failed call is incomplete: annotate neither caches it nor
         # takes it as done.
         self.failed_calls += answer is None

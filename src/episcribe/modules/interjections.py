@@ -55,7 +55,7 @@ SCENARIOS = (
     (
         "specific constraint",
         "The person adds a constraint on how to do the next step that the robot then "
-        'visibly respects (e.g. "Use your left hand for this.", "Keep it upright.").',
+        'visibly respects (e.g. "Keep the cup upright.", "Set it down gently.").',
     ),
     (
         "preference",
@@ -79,8 +79,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     scenarios = [rng.choice(SCENARIOS) for _ in chosen]
 
     async def initial() -> list[dict]:
-        prompt = ctx.prompts.get("initial_speech")
-        answer = await ctx.ask("initial_speech", prompt.render(task=task or "(not given)"))
+        answer = await ctx.ask("initial_speech", {"task": task or "(not given)"})
         speech = clean_text((answer or {}).get("speech"))
         if not speech:
             ctx.skip("initial_speech answer")
@@ -92,18 +91,18 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         after = [text for t, text in subtasks if t >= boundary]
         times = window_times(ts, boundary)
         urls, layout = await ctx.frames.sheets(ctx.camera, times, 1)
-        text = ctx.prompts.get("interjection").render(
-            task=task or "(not given)",
-            camera=ctx.camera,
-            layout=layout,
-            timestamps=format_times(times),
-            boundary=f"{boundary:.3f}",
-            previous_subtask=before[-1] if before else "(starting)",
-            next_subtask=after[0] if after else "(finishing the task)",
-            scenario=scenario[0],
-            scenario_hint=scenario[1],
-        )
-        answer = await ctx.ask("interjection", text, urls)
+        fields = {
+            "task": task or "(not given)",
+            "camera": ctx.camera,
+            "layout": layout,
+            "timestamps": format_times(times),
+            "boundary": f"{boundary:.3f}",
+            "previous_subtask": before[-1] if before else "(starting)",
+            "next_subtask": after[0] if after else "(finishing the task)",
+            "scenario": scenario[0],
+            "scenario_hint": scenario[1],
+        }
+        answer = await ctx.ask("interjection", fields, urls)
         said = clean_text((answer or {}).get("interjection"))
         reply = clean_text((answer or {}).get("speech"))
         if not said or not reply:

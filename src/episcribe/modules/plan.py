@@ -6,9 +6,11 @@ Per episode:
    call over frames sampled across the episode) when ``derive_task_from_video`` is
    ``always``, or ``if_short`` and the task is empty, under 3 words or a placeholder
    ("test", "debug", ...). A failed derivation falls back to the dataset's task (logged).
+   A derived task is logged with the dataset task it replaced.
 2. **task_aug** (role user, first frame): the effective task plus up to
    ``n_task_rephrasings`` rephrasings from one text-only call, de-duplicated
-   case/whitespace-insensitively (0 = no call; the effective task alone is emitted).
+   case/whitespace-insensitively. With 0 there is no call and no task_aug row at all
+   (LeRobot would otherwise train on the row in place of the task column).
 3. **Subtasks** (describe -> segment). Frames of ``vlm.camera_key`` are sampled at
    ``frames_per_second`` on real frame timestamps (nearest frame, distinct; the last frame
    is always included), packed into contact sheets of ``SHEET_TILES`` frames with the
@@ -16,15 +18,19 @@ Per episode:
    image per frame, at half the resolution per frame). Windows: fixed
    ``subtask_window_seconds`` windows, or, when the samples exceed ``max_video_frames``,
    the fewest equal windows that fit; a window still over the cap is thinned evenly.
-   Per window: ``describe`` (if ``subtask_describe_first``) narrates what is visible, then
-   ``segment`` splits it into at most its share of ``plan_max_steps`` subtasks. All
+   Per window: ``describe`` (if ``subtask_describe_first``) logs the visible changes (at
+   most ``DESCRIBE_ENTRIES``, so the answer fits its budget at ``max_video_frames``), then
+   ``segment`` splits it into at most its share of ``plan_max_steps`` subtasks. The
+   segment call continues the describe conversation (frames, describe request, answer,
+   then the segment request), so a prefix-caching server computes the frames once. All
    windows run concurrently, and the rephrasing call runs beside them.
 4. **Stitching** (:func:`stitch`): spans are clamped to the episode, sorted, their starts
    snapped to real frames (several on one frame: the first kept), consecutive repeats of
    the same instruction merged, the first start moved to the first frame; each subtask is
    active from its start until the next start (a gap-free cover). Over
-   ``plan_max_steps``: the shortest subtask is merged into its shorter neighbour ("A, then
-   b") until it fits, so no part of the episode loses its label. Nothing usable from the
+   ``plan_max_steps``, or while a subtask is shorter than ``min_subtask_seconds``: the
+   shortest subtask is merged into its shorter neighbour ("A, then b"), so no part of the
+   episode loses its label. Nothing usable from the
    model: one subtask, the effective task, over the whole episode (logged).
 5. **plan** at every subtask start (``emit_plan``): the numbered subtasks still to do,
    the current one first. **memory** at every start but the first (``emit_memory``): one
@@ -37,6 +43,7 @@ UserError asking to set it to false.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -61,14 +68,15 @@ log = logging.getLogger(__name__)
 
 MODULE = "plan"
 SHEET_TILES = 4  # frames per contact sheet (2 x 2)
+DESCRIBE_ENTRIES = 12  # most describe log entries: ~50 tokens each fit the 768-token budget
 FALLBACK_TASK = "Complete the task shown in the demonstration"
-NO_NARRATION = "(no description is available: rely on the images)"
 
 DEFAULTS = {
     "frames_per_second": 1.0,
     "max_video_frames": 32,
     "subtask_window_seconds": 0,
     "plan_max_steps": 8,
+    "min_subtask_seconds": 1.0,
     "subtask_describe_first": True,
     "emit_plan": True,
     "emit_memory": True,
@@ -95,13 +103,18 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
 
     async def window_chain(times: list[float]) -> list[tuple[str, float, float]]:
         steps = max(1, math.ceil(s["plan_max_steps"] * len(times) / total))
-        note = _window_note(times, ts, len(windows))
         urls, layout = await ctx.frames.sheets(ctx.camera, times, SHEET_TILES)
-        narration = NO_NARRATION
+        frames = {
+            "camera": ctx.camera,
+            "layout": layout,
+            "window": _window_note(times, ts, len(windows)),
+            "timestamps": format_times(times),
+        }
+        history: list[dict] = []
         if s["subtask_describe_first"]:
-            narration = await _describe(ctx, times, urls, layout, note)
+            history = await _describe(ctx, frames, urls, len(times))
         task = await task_future
-        return await _segment(ctx, task, times, urls, layout, note, narration, steps)
+        return await _segment(ctx, task, times, frames, urls, history, steps, s)
 
     try:
         rephrasings, *spans = await asyncio.gather(
@@ -113,7 +126,12 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         if not task_future.done():
             task_future.cancel()
 
-    subtasks = stitch([span for window in spans for span in window], ts, s["plan_max_steps"])
+    subtasks = stitch(
+        [span for window in spans for span in window],
+        ts,
+        s["plan_max_steps"],
+        s["min_subtask_seconds"],
+    )
     if not subtasks:
         log.warning(
             "episode %06d: the model gave no usable subtask; using the task as the only one",
@@ -122,8 +140,9 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         subtasks = [(0, task or FALLBACK_TASK)]
 
     rows: list[dict] = []
-    for text in ([task] if task else []) + rephrasings:
-        rows.append(make_row("user", text, "task_aug", first))
+    if s["n_task_rephrasings"] > 0:
+        for text in ([task] if task else []) + rephrasings:
+            rows.append(make_row("user", text, "task_aug", first))
     starts = [frame_time(ts, i) for i, _ in subtasks]
     steps = [text for _, text in subtasks]
     for k, (start, text) in enumerate(zip(starts, steps, strict=True)):
@@ -190,10 +209,13 @@ async def _effective_task(ctx: EpisodeContext, s: dict, windows: list[list[float
     times = [t for w in windows for t in w]
     times = _thin(times, min(len(times), s["max_video_frames"]))
     urls, layout = await ctx.frames.sheets(ctx.camera, times, SHEET_TILES)
-    text = ctx.prompts.get("derive_task").render(
-        camera=ctx.camera, layout=layout, timestamps=format_times(times), dataset_task=own
-    )
-    answer = await ctx.ask("derive_task", text, urls)
+    fields = {
+        "camera": ctx.camera,
+        "layout": layout,
+        "timestamps": format_times(times),
+        "dataset_task": own,
+    }
+    answer = await ctx.ask("derive_task", fields, urls)
     derived = clean_text((answer or {}).get("task"))
     if not derived:
         ctx.skip("derive_task answer")
@@ -204,7 +226,7 @@ async def _effective_task(ctx: EpisodeContext, s: dict, windows: list[list[float
         )
         return own
     log.info(
-        "episode %06d: task derived from the video: %r (dataset: %r)",
+        "episode %06d: task derived from the video: %r, in place of the dataset's %r",
         ctx.episode.index,
         derived,
         own,
@@ -218,7 +240,7 @@ async def _rephrasings(ctx: EpisodeContext, task_future: asyncio.Future, n: int)
         return []
     prompt = ctx.prompts.get("task_rephrasings")
     schema = prompt.schema_with_items("rephrasings", n, n)
-    answer = await ctx.ask("task_rephrasings", prompt.render(task=task, n=n), schema=schema)
+    answer = await ctx.ask("task_rephrasings", {"task": task, "n": n}, schema=schema)
     if answer is None:
         ctx.skip("task_rephrasings answer")
         return []
@@ -234,38 +256,55 @@ async def _rephrasings(ctx: EpisodeContext, task_future: asyncio.Future, n: int)
     return out[:n]
 
 
-async def _describe(ctx, times, urls, layout, note) -> str:
-    text = ctx.prompts.get("describe").render(
-        camera=ctx.camera, layout=layout, window=note, timestamps=format_times(times)
-    )
-    answer = await ctx.ask("describe", text, urls)
+async def _describe(ctx, frames: dict, urls, n_frames: int) -> list[dict]:
+    """The describe conversation (request and answer) for segment to continue; [] if none."""
+    from ..vlm.client import assistant_message
+
+    entries = min(n_frames, DESCRIBE_ENTRIES)
+    fields = {**frames, "max_entries": entries}
+    prompt = ctx.prompts.get("describe")
+    schema = prompt.schema_with_items("narration", 1, entries)
+    answer = await ctx.ask("describe", fields, urls, schema=schema)
     lines = []
     for item in (answer or {}).get("narration", []):
         obs = clean_text(item.get("observation"))
         t = item.get("time")
-        if obs and isinstance(t, int | float) and math.isfinite(t):
-            lines.append((float(t), obs))
+        if obs and _finite(t):
+            lines.append({"time": float(t), "observation": obs})
     if not lines:
         ctx.skip("describe answer")
-        return NO_NARRATION
-    return "\n".join(f"- {t:.3f} s: {obs}" for t, obs in sorted(lines))
+        return []
+    told = json.dumps({"narration": lines}, ensure_ascii=False)
+    return [*ctx.messages("describe", fields, urls), assistant_message(told)]
 
 
-async def _segment(ctx, task, times, urls, layout, note, narration, steps):
+async def _segment(ctx, task, times, frames, urls, history, steps, s):
     prompt = ctx.prompts.get("segment")
-    text = prompt.render(
-        task=task or "(not given: infer it from the frames)",
-        camera=ctx.camera,
-        layout=layout,
-        window=note,
-        timestamps=format_times(times),
-        narration=narration,
-        max_steps=steps,
-        first=f"{times[0]:.3f}",
-        last=f"{times[-1]:.3f}",
-    )
+    if history:
+        context = (
+            "Using the frames above and the log you wrote of them, label the demonstration "
+            "for a robot policy that learns to follow step-by-step commands."
+        )
+    else:
+        context = (
+            f"These images are frames of a recorded robot demonstration from the camera "
+            f'"{frames["camera"]}".\n{frames["layout"]}\n{frames["window"]}\n'
+            f"Frame timestamps (s): {frames['timestamps']}\n\n"
+            "Label the demonstration for a robot policy that learns to follow step-by-step "
+            "commands."
+        )
+    fields = {
+        "context": context,
+        "task": task or "(not given: infer it from the frames)",
+        "max_steps": steps,
+        "min_seconds": f"{s['min_subtask_seconds']:g}",
+        "first": f"{times[0]:.3f}",
+        "last": f"{times[-1]:.3f}",
+    }
     schema = prompt.schema_with_items("subtasks", 1, steps)
-    answer = await ctx.ask("segment", text, urls, schema=schema)
+    answer = await ctx.ask(
+        "segment", fields, () if history else urls, schema=schema, history=history
+    )
     if answer is None:
         ctx.skip("segment answer")
         return []
@@ -296,17 +335,16 @@ def _finite(value) -> bool:
 
 
 async def _memories(ctx, task, steps, starts) -> list[tuple[float, str]]:
-    prompt = ctx.prompts.get("memory")
     out: list[tuple[float, str]] = []
     memory = ""
     for k in range(1, len(steps)):
-        text = prompt.render(
-            task=task or "(not given)",
-            previous_memory=memory or "(nothing yet: this is the first step you finished)",
-            completed=steps[k - 1],
-            remaining="; ".join(steps[k:]),
-        )
-        answer = await ctx.ask("memory", text)
+        fields = {
+            "task": task or "(not given)",
+            "previous_memory": memory or "(nothing yet: this is the first step you finished)",
+            "completed": steps[k - 1],
+            "remaining": "; ".join(steps[k:]),
+        }
+        answer = await ctx.ask("memory", fields)
         new = clean_text((answer or {}).get("memory"))
         if not new:
             ctx.skip("memory answer")
@@ -320,12 +358,16 @@ async def _memories(ctx, task, steps, starts) -> list[tuple[float, str]]:
 
 
 def stitch(
-    spans: Sequence[tuple[str, float, float]], timestamps: np.ndarray, max_steps: int
+    spans: Sequence[tuple[str, float, float]],
+    timestamps: np.ndarray,
+    max_steps: int,
+    min_seconds: float = 0.0,
 ) -> list[tuple[int, str]]:
     """A gap-free cover of the episode: (start frame index, instruction) in time order.
 
     The first subtask starts at frame 0; starts are distinct real frames; each subtask
-    lasts until the next one starts; at most ``max_steps`` subtasks.
+    lasts until the next one starts; at most ``max_steps`` subtasks, none shorter than
+    ``min_seconds`` unless it is the only one.
     """
     first, last = float(timestamps[0]), float(timestamps[-1])
     items = []
@@ -349,16 +391,24 @@ def stitch(
     out[0][0] = 0
     while len(out) > max(1, max_steps):
         _merge_shortest(out, timestamps)
+    while len(out) > 1 and min(_lengths(out, timestamps)) < min_seconds - 1e-6:
+        _merge_shortest(out, timestamps)
     return [(int(i), text) for i, text in out]
+
+
+def _lengths(out: list[list], timestamps: np.ndarray) -> list[float]:
+    """Seconds each subtask lasts (the last one until one frame period past the end)."""
+    n = len(out)
+    period = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
+    ends = [float(timestamps[out[k + 1][0]]) for k in range(n - 1)]
+    ends.append(float(timestamps[-1]) + period)
+    return [ends[k] - float(timestamps[out[k][0]]) for k in range(n)]
 
 
 def _merge_shortest(out: list[list], timestamps: np.ndarray) -> None:
     """Merge the shortest subtask into its shorter neighbour, in place."""
     n = len(out)
-    period = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    ends = [float(timestamps[out[k + 1][0]]) for k in range(n - 1)]
-    ends.append(float(timestamps[-1]) + period)
-    length = [ends[k] - float(timestamps[out[k][0]]) for k in range(n)]
+    length = _lengths(out, timestamps)
     k = min(range(n), key=lambda j: (length[j], j))
     if k == 0:
         other = 1

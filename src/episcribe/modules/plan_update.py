@@ -37,13 +37,14 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         active = max((k for k, (s, _) in enumerate(subtasks) if s <= t + TIME_EPS), default=0)
         done = [text for _, text in subtasks[:active]]
         remaining = [text for _, text in subtasks[active:]]
-        text = prompt.render(
-            task=task or "(not given)",
-            done=numbered(done) if done else "(none yet)",
-            remaining=numbered(remaining) if remaining else "(none)",
-            interjection=said,
-        )
-        answer = await ctx.ask("plan_refresh", text)
+        fields = {
+            "task": task or "(not given)",
+            "done": numbered(done) if done else "(none yet)",
+            "remaining": numbered(remaining) if remaining else "(none)",
+            "n_remaining": len(remaining),
+            "interjection": said,
+        }
+        answer = await ctx.ask("plan_refresh", fields, schema=_schema(prompt, len(remaining)))
         steps = [clean_text(step) for step in (answer or {}).get("plan", [])]
         steps = [step for step in steps if step]
         if not steps:
@@ -57,3 +58,10 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         return make_row("assistant", numbered(steps), "plan", t)
 
     return list(await asyncio.gather(*(refresh(t, said) for t, said in interjections)))
+
+
+def _schema(prompt, n_remaining: int) -> dict:
+    """As many steps as are still planned: the recording shows exactly those being done."""
+    if n_remaining <= 0:
+        return prompt.schema
+    return prompt.schema_with_items("plan", n_remaining, n_remaining)

@@ -6,7 +6,10 @@ camera of the dataset, or only ``vlm.camera_key`` with ``restrict_to_default_cam
 For each (tick, camera), in tick-major, dataset-camera order, a question type is drawn from
 bbox / keypoint / count / attribute / spatial with the RNG seeded from (seed, episode,
 "vqa"), and one ``vqa_<type>`` call on that frame (downscaled to ``vlm.image_max_side``)
-asks the model to pose a question of that type and answer it.
+asks the model to pose a question of that type and answer it. The request names the camera
+and the episode's task (the dataset's: VQA does not wait for the plan module); the
+instructions before it are the same for every call of a type, so a prefix-caching server
+computes them once.
 
 Coordinates (``coordinate_space``): the model answers in 0-1000 normalized coordinates
 (``normalized_1000``, Qwen-VL style) or in pixels of the image it was shown (``pixels``);
@@ -55,6 +58,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     rng = rng_for(ctx.seed, ctx.episode.index, MODULE)
     kinds = {(t, cam): rng.choice(QUESTION_TYPES) for t in ticks for cam in cameras}
     space = s["coordinate_space"]
+    task = " ".join(ctx.episode.task.split()) or "(not given)"
 
     calls: dict[tuple[float, str], asyncio.Task] = {}
 
@@ -68,7 +72,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
             urls = await ctx.frames.data_urls(images)
             for t, image, url in zip(chunk, images, urls, strict=True):
                 shown = ctx.frames.shown_size(*image.size)
-                coro = _pair(ctx, t, cam, kinds[(t, cam)], url, space, shown, source)
+                coro = _pair(ctx, t, cam, kinds[(t, cam)], url, space, shown, source, task)
                 calls[(t, cam)] = asyncio.ensure_future(coro)
 
     try:
@@ -93,12 +97,10 @@ def coordinate_system(space: str, shown: tuple[int, int]) -> str:
     )
 
 
-async def _pair(ctx, t, camera, qtype, url, space, shown, source) -> list[dict]:
+async def _pair(ctx, t, camera, qtype, url, space, shown, source, task) -> list[dict]:
     kind = f"vqa_{qtype}"
-    text = ctx.prompts.get(kind).render(
-        camera=camera, timestamps=f"{t:.3f}", coordinate_system=coordinate_system(space, shown)
-    )
-    answer = await ctx.ask(kind, text, [url])
+    fields = {"camera": camera, "task": task, "coordinate_system": coordinate_system(space, shown)}
+    answer = await ctx.ask(kind, fields, [url])
     question = clean_text((answer or {}).get("question"))
     converted = convert_answer(qtype, (answer or {}).get("answer"), space, shown, source)
     if not question or converted is None:

@@ -2,12 +2,21 @@
 
 One :class:`VlmClient` per job. ``complete_json`` sends one chat request whose answer must
 be a JSON object valid for a schema (sent as ``response_format`` json_schema, so servers
-with structured outputs constrain the decoding). Transport trouble (connection errors,
-timeouts, 429, 5xx) is retried with exponential backoff and jitter, rotating over the
-server replicas. An answer that is not valid JSON for the schema gets one re-prompt that
-names the problem; if that fails too, the call is logged as a WARNING, counted, and
-returns None: the caller skips the row and the run goes on. Only problems the user must
-fix (wrong model name, rejected API key) raise :class:`~episcribe.errors.ServerError`.
+with structured outputs constrain the decoding), within the token budget of its call kind
+(``max_completion_tokens``), with thinking on or off through the chat template
+(``chat_template_kwargs.enable_thinking``, which Qwen3-class templates read). Transport
+trouble (connection errors, timeouts, 429, 5xx) is retried with exponential backoff and
+jitter, rotating over the server replicas. An answer that is not valid JSON for the
+schema gets one re-prompt that names the problem; if that fails too, the call is logged
+as a WARNING, counted, and returns None: the caller skips the row and the run goes on.
+Only problems the user must fix (wrong model name, rejected API key) raise
+:class:`~episcribe.errors.ServerError`.
+
+Reasoning: a ``reasoning_content`` (or ``reasoning``) field of the answer is not read,
+and thinking blocks or prose before the JSON in ``content`` are dropped. An answer cut at
+its budget (``finish_reason: length``) is counted as truncated; if what arrived is not
+valid JSON, it is not re-prompted (the same budget would cut it again) and the warning
+names the budget to raise.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +45,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
 RETRY_STATUS = {408, 409, 429}
+DEFAULT_BUDGET = 512
 THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
@@ -48,6 +59,8 @@ class CallStats:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    truncated: int = 0  # answers cut at their token budget (finish_reason length)
+    cached_tokens: int = 0  # prompt tokens the server reported as served from its cache
 
     @property
     def tokens(self) -> int:
@@ -59,14 +72,22 @@ class InvalidAnswer(ValueError):
 
 
 def user_message(text: str, image_urls: tuple[str, ...] | list[str] = ()) -> dict:
-    """A user turn: the text, then one ``image_url`` part per (JPEG data) URL."""
-    parts: list[dict] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    """A user turn: one ``image_url`` part per (JPEG data) URL, then the text.
+
+    Images come first, as in Qwen-VL's own examples: calls over the same frames then share
+    a prompt prefix that the server's prefix cache does not recompute.
+    """
+    parts: list[dict] = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    parts.append({"type": "text", "text": text})
     return {"role": "user", "content": parts}
 
 
 def system_message(text: str) -> dict:
     return {"role": "system", "content": text}
+
+
+def assistant_message(text: str) -> dict:
+    return {"role": "assistant", "content": text}
 
 
 def extract_json(text: str | None) -> dict:
@@ -109,7 +130,8 @@ class VlmClient:
         api_key: str,
         *,
         concurrency: int = 16,
-        max_new_tokens: int = 512,
+        max_completion_tokens: int | Mapping[str, int] = DEFAULT_BUDGET,
+        enable_thinking: bool = False,
         temperature: float = 0.2,
         timeout_s: float = 120,
         max_retries: int = 4,
@@ -122,7 +144,12 @@ class VlmClient:
         if not urls:
             raise ValueError("VlmClient needs at least one base URL")
         self.model = model
-        self.max_new_tokens = max_new_tokens
+        self.budgets = (
+            {"": max_completion_tokens}
+            if isinstance(max_completion_tokens, int)
+            else dict(max_completion_tokens)
+        )
+        self.enable_thinking = enable_thinking
         self.temperature = temperature
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -165,6 +192,7 @@ class VlmClient:
         validator = self._validator(schema)
         record: dict[str, Any] = {"kind": kind, "start": time.time(), "retries": 0}
         record.update(prompt_tokens=0, completion_tokens=0, reprompted=False)
+        record.update(cached_tokens=0, finish_reason=None, truncated=False)
         self.stats.calls += 1
         t0 = time.monotonic()
         conversation = list(messages)
@@ -182,11 +210,18 @@ class VlmClient:
                     break
                 except InvalidAnswer as exc:
                     outcome, reason = "invalid", str(exc)
+                if record["finish_reason"] == "length":
+                    outcome = "truncated"
+                    reason = (
+                        f"the answer was cut at its budget of {self.budget(kind)} tokens "
+                        f"({reason}); raise vlm.max_completion_tokens.{_budget_key(kind)}"
+                    )
+                    break
                 if attempt == 0:
                     record["reprompted"] = True
                     self.stats.reprompts += 1
                     conversation += [
-                        {"role": "assistant", "content": text or ""},
+                        assistant_message(text or ""),
                         user_message(
                             f"Your answer could not be used: {reason}. Answer again with only "
                             "one JSON object that matches the requested schema, and no other text."
@@ -247,6 +282,13 @@ class VlmClient:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         return None, f"{reason} (after {self.max_retries} retries)"
 
+    def budget(self, kind: str) -> int:
+        """The completion-token budget of a call kind (``vqa_*`` kinds share ``vqa``)."""
+        for key in (kind, _budget_key(kind), ""):
+            if key in self.budgets:
+                return self.budgets[key]
+        return DEFAULT_BUDGET
+
     def _body(self, kind: str, messages: list[dict], schema: dict) -> bytes:
         """The request body, byte for byte what ``chat.completions.create`` would send.
 
@@ -259,12 +301,13 @@ class VlmClient:
         payload = {
             "model": self.model,
             "messages": messages,
-            "max_tokens": self.max_new_tokens,
+            "max_completion_tokens": self.budget(kind),
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": kind, "schema": schema, "strict": True},
             },
             "temperature": self.temperature,
+            "chat_template_kwargs": {"enable_thinking": self.enable_thinking},
         }
         return json.dumps(
             payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
@@ -281,14 +324,23 @@ class VlmClient:
         usage = data.get("usage")
         if isinstance(usage, dict):
             prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+            details = usage.get("prompt_tokens_details")
+            cached = _count(details, "cached_tokens") if isinstance(details, dict) else 0
             record["prompt_tokens"] += prompt
             record["completion_tokens"] += completion
+            record["cached_tokens"] += cached
             self.stats.prompt_tokens += prompt
             self.stats.completion_tokens += completion
+            self.stats.cached_tokens += cached
         choices = data.get("choices")
         if not choices:
             return None, f"{url} answered without choices"
         first = choices[0] if isinstance(choices, list) else None
+        finish = first.get("finish_reason") if isinstance(first, dict) else None
+        record["finish_reason"] = finish if isinstance(finish, str) else None
+        if finish == "length":
+            record["truncated"] = True
+            self.stats.truncated += 1
         message = first.get("message") if isinstance(first, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         return (content if isinstance(content, str) else ""), ""
@@ -319,6 +371,10 @@ class VlmClient:
             self._metrics = open(self.metrics_path, "a", encoding="utf-8")
         self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
         self._metrics.flush()
+
+
+def _budget_key(kind: str) -> str:
+    return "vqa" if kind.startswith("vqa_") else kind
 
 
 def _check(validator: jsonschema.protocols.Validator, value: dict) -> None:

@@ -1,13 +1,17 @@
 """A fake OpenAI-compatible chat server: its own process, strict like a real one.
 
     python -m episcribe.vlm.fake_server --host 127.0.0.1 --port 8011 --model M \\
-        --latency-ms 300 --max-concurrency 16 --fault-rate 0.1 --request-log calls.jsonl
+        --latency-ms 300 --max-concurrency 16 --fault-rate 0.1 --request-log calls.jsonl \\
+        [--max-model-len N] [--limit-mm-per-prompt '{"image": 8}'] \\
+        [--structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}'] \\
+        [--reasoning-parser qwen3] [--enable-prompt-tokens-details]
 
 Tests, the demo and the benchmarks drive the real request path against it (the same
 ``vlm.backend`` switch that starts vLLM starts this instead). It checks requests the way
 vLLM does (model name, message roles, content part types, JPEG data URLs), answers with
-JSON valid for the request's ``response_format`` schema, reads like short robot
-manipulation English, and is deterministic: the answer is seeded by a hash of the request.
+JSON valid for the request's ``response_format`` schema that reads like short robot
+manipulation English (:mod:`episcribe.vlm.fake_answers`), and is deterministic: the
+answer is seeded by a hash of the request.
 
 - ``--latency-ms``: sleep per call; ``--max-concurrency`` > 0: calls beyond it queue, as
   on a saturated GPU.
@@ -15,7 +19,19 @@ manipulation English, and is deterministic: the answer is seeded by a hash of th
   answered with a fault; faults cycle through ``--fault-cycle`` (default: HTTP 500, a
   timeout that holds the connection, non-JSON text, schema-violating JSON).
 - ``--request-log``: one JSON line per call: arrival, start (after queueing), end
-  (before the reply), kind, n_images, request_bytes, status, fault.
+  (before the reply), kind, n_images, image_sizes, request_bytes, status, fault,
+  prompt_tokens, image_tokens, cached_tokens (what vLLM's prefix caching would not
+  recompute), completion_tokens, finish_reason.
+
+As vLLM serving a Qwen-VL model does (the vLLM flags above have vLLM's meaning): prompt
+tokens are counted with the Qwen-VL image rule (:mod:`episcribe.vlm.fake_limits`); a
+prompt plus its completion budget over ``--max-model-len`` (default 262144) and more
+images than ``--limit-mm-per-prompt`` are refused with vLLM's 400; an answer longer than
+``max_completion_tokens`` is cut with ``finish_reason: length``; the model thinks first
+(a ``<think>`` block in ``content``, or ``reasoning_content`` with ``--reasoning-parser``)
+unless ``chat_template_kwargs.enable_thinking`` is false; and the ``whitespace`` fault
+pads the JSON with whitespace until the budget runs out, unless the structured-outputs
+config disables free whitespace.
 """
 
 from __future__ import annotations
@@ -27,7 +43,6 @@ import hashlib
 import io
 import json
 import random
-import re
 import select
 import socket
 import sys
@@ -39,272 +54,30 @@ from typing import Any
 import jsonschema
 from PIL import Image
 
-FAULTS = ("500", "429", "timeout", "nonjson", "schema")
+from .fake_answers import (
+    Request,
+    answer,
+    generation,
+    instruction,
+    observation,
+    runaway,
+    schema_validator,
+)
+from .fake_limits import (
+    LimitExceeded,
+    PrefixCache,
+    check_limits,
+    completion_budget,
+    prompt_units,
+)
+
+FAULTS = ("500", "429", "timeout", "nonjson", "schema", "whitespace")
+DEFAULT_MAX_MODEL_LEN = 262_144
 DEFAULT_FAULT_CYCLE = ("500", "timeout", "nonjson", "schema")
 TIMEOUT_HOLD_S = 60.0
 ROLES = {"system", "user", "assistant"}
 JPEG_PREFIX = "data:image/jpeg;base64,"
 JPEG_EOI = b"\xff\xd9"
-TIMESTAMPS_RE = re.compile(r"Frame timestamps \(s\):\s*([-0-9.,\s]+)")
-TASK_RE = re.compile(r"^Task:\s*(.+)$", re.MULTILINE)
-NORMALIZED = "Coordinate system: normalized 0-1000"
-
-VERBS = ("reach for", "grasp", "lift", "move", "place", "open", "close", "push", "rotate")
-OBJECTS = ("bottle", "cup", "block", "drawer", "lid", "sponge", "towel", "bowl", "box")
-COLORS = ("red", "blue", "green", "yellow", "white", "black")
-PLACES = ("the table", "the tray", "the bin", "the shelf", "the left side", "the right side")
-RELATIONS = ("left of", "right of", "behind", "in front of", "on top of", "next to")
-ATTRIBUTES = {"color": COLORS, "state": ("open", "closed", "empty", "full", "upright")}
-
-
-# -- text that reads like robot manipulation -----------------------------------------
-
-
-def _thing(rng: random.Random) -> str:
-    return f"{rng.choice(COLORS)} {rng.choice(OBJECTS)}"
-
-
-def instruction(rng: random.Random) -> str:
-    verb = rng.choice(VERBS)
-    tail = f" to {rng.choice(PLACES)}" if verb in ("move", "place", "push") else ""
-    return f"{verb.capitalize()} the {_thing(rng)}{tail}"
-
-
-def observation(rng: random.Random) -> str:
-    arm = rng.choice(("left", "right"))
-    return f"The {arm} gripper is {rng.choice(('near', 'above', 'holding', 'beside'))} the " + (
-        f"{_thing(rng)} on {rng.choice(PLACES)}."
-    )
-
-
-def sentence(rng: random.Random) -> str:
-    return rng.choice((instruction(rng) + ".", observation(rng)))
-
-
-# -- a generic generator for JSON Schemas --------------------------------------------
-
-
-def _resolve(schema: dict, root: dict) -> dict:
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        node: Any = root
-        for part in ref[2:].split("/"):
-            node = node[part]
-        return _resolve(node, root)
-    return schema
-
-
-def generate(schema: dict, rng: random.Random, root: dict | None = None) -> Any:
-    """A value valid for ``schema`` (the subset structured-output servers support)."""
-    root = root if root is not None else schema
-    schema = _resolve(schema, root)
-    if "const" in schema:
-        return schema["const"]
-    if "enum" in schema:
-        return rng.choice(schema["enum"])
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return generate(schema[key][0], rng, root)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((t for t in kind if t != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
-    if kind == "object":
-        props = schema.get("properties", {})
-        return {name: generate(sub, rng, root) for name, sub in props.items()}
-    if kind == "array":
-        lo = schema.get("minItems", 1)
-        hi = schema.get("maxItems", max(lo, 3))
-        items = [generate(schema.get("items", {}), rng, root) for _ in range(rng.randint(lo, hi))]
-        if schema.get("uniqueItems"):
-            items = _unique(items, schema.get("items", {}), rng, root)
-        return items
-    if kind == "string":
-        text = sentence(rng)
-        text = text + " ok" * max(0, schema.get("minLength", 0) - len(text))
-        return text[: schema.get("maxLength", len(text))]
-    if kind in ("integer", "number"):
-        lo = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
-        hi = schema.get("maximum", schema.get("exclusiveMaximum", lo + 11) - 1)
-        return rng.randint(int(lo), int(hi)) if kind == "integer" else round(rng.uniform(lo, hi), 3)
-    if kind == "boolean":
-        return rng.random() < 0.5
-    return None
-
-
-def _unique(items: list, item_schema: dict, rng: random.Random, root: dict) -> list:
-    seen: list = []
-    for item in items:
-        tries = 0
-        while item in seen and tries < 20:
-            item, tries = generate(item_schema, rng, root), tries + 1
-        if item in seen and isinstance(item, str):
-            item = f"{item} ({len(seen)})"
-        seen.append(item)
-    return seen
-
-
-# -- plausible answers per call kind -------------------------------------------------
-
-
-class Request:
-    """What the answer generators need from one chat request."""
-
-    def __init__(self, body: dict, image_sizes: list[tuple[int, int]]):
-        fmt = body.get("response_format") or {}
-        spec = fmt.get("json_schema") or {}
-        self.kind: str | None = spec.get("name")
-        self.schema: dict | None = spec.get("schema") if fmt.get("type") == "json_schema" else None
-        self.text = "\n".join(_texts(body["messages"]))
-        self.image_sizes = image_sizes
-        match = TIMESTAMPS_RE.search(self.text)
-        times = [float(t) for t in re.findall(r"-?\d+(?:\.\d+)?", match.group(1))] if match else []
-        self.times = times or [0.0]
-        task = TASK_RE.search(self.text)
-        self.task = task.group(1).strip().rstrip(".") if task else None
-        if NORMALIZED in self.text or not image_sizes:
-            self.width = self.height = 1000
-        else:
-            self.width, self.height = image_sizes[0]
-
-
-def _max_items(schema: dict | None, *path: str, default: int) -> tuple[int, int]:
-    node = schema or {}
-    for key in path:
-        node = node.get("properties", {}).get(key, {})
-    lo = node.get("minItems", 1)
-    return lo, node.get("maxItems", max(lo, default))
-
-
-def _segment(req: Request, rng: random.Random) -> dict:
-    lo, hi = _max_items(req.schema, "subtasks", default=4)
-    first, last = req.times[0], req.times[-1]
-    n = max(lo, min(hi, rng.randint(2, 4)))
-    cuts = sorted(rng.uniform(first, last) for _ in range(n - 1))
-    bounds = [first, *(round(c, 3) for c in cuts), last]
-    return {
-        "subtasks": [
-            {"instruction": instruction(rng), "start": bounds[i], "end": bounds[i + 1]}
-            for i in range(n)
-        ]
-    }
-
-
-def _rephrasings(req: Request, rng: random.Random) -> dict:
-    lo, hi = _max_items(req.schema, "rephrasings", default=5)
-    n = max(lo, min(hi, 5))
-    task = req.task or instruction(rng).lower()
-    openers = ("Please", "Could you", "Go ahead and", "I need you to", "Now", "Carefully")
-    out: list[str] = []
-    while len(out) < n:
-        line = f"{openers[len(out) % len(openers)]} {task[0].lower() + task[1:]}"
-        line += "" if len(out) < len(openers) else f", step {len(out)}"
-        out.append(line + ("?" if line.startswith("Could") else "."))
-    return {"rephrasings": out}
-
-
-def _bbox(req: Request, rng: random.Random) -> list[int]:
-    w, h = req.width, req.height
-    x1, y1 = rng.randint(0, w // 2), rng.randint(0, h // 2)
-    return [x1, y1, rng.randint(x1 + 1, w - 1), rng.randint(y1 + 1, h - 1)]
-
-
-def _vqa(req: Request, rng: random.Random, kind: str) -> dict:
-    label = rng.choice(OBJECTS)
-    if kind == "vqa_bbox":
-        question, answer = (
-            f"Where is the {label}?",
-            {"detections": [{"label": label, "bbox_format": "xyxy", "bbox": _bbox(req, rng)}]},
-        )
-    elif kind == "vqa_keypoint":
-        point = [rng.randint(0, req.width - 1), rng.randint(0, req.height - 1)]
-        question = f"Point at the {label}."
-        answer = {"label": label, "point_format": "xy", "point": point}
-    elif kind == "vqa_count":
-        question = f"How many {label}s are visible?"
-        answer = {"label": label, "count": rng.randint(1, 3)}
-    elif kind == "vqa_attribute":
-        attribute = rng.choice(sorted(ATTRIBUTES))
-        question = f"What is the {attribute} of the {label}?"
-        answer = {
-            "label": label,
-            "attribute": attribute,
-            "value": rng.choice(ATTRIBUTES[attribute]),
-        }
-    else:
-        other = rng.choice([o for o in OBJECTS if o != label])
-        relation = rng.choice(RELATIONS)
-        question = f"Where is the {label} relative to the {other}?"
-        answer = {"subject": label, "relation": relation, "object": other}
-    return {"question": question, "answer": answer}
-
-
-def plausible(req: Request, rng: random.Random) -> dict | None:
-    kind = req.kind or ""
-    if kind == "describe":
-        return {"narration": [{"time": t, "observation": observation(rng)} for t in req.times]}
-    if kind == "segment":
-        return _segment(req, rng)
-    if kind == "task_rephrasings":
-        return _rephrasings(req, rng)
-    if kind == "derive_task":
-        return {"task": instruction(rng)}
-    if kind == "memory":
-        return {"memory": f"Done so far: {instruction(rng).lower()}."}
-    if kind == "initial_speech":
-        return {"speech": f"Okay, I will {instruction(rng).lower()}."}
-    if kind == "interjection":
-        return {"interjection": f"Actually, {instruction(rng).lower()} first.", "speech": "Sure."}
-    if kind == "plan_refresh":
-        return {"plan": [instruction(rng) for _ in range(rng.randint(2, 4))]}
-    if kind.startswith("vqa_"):
-        return _vqa(req, rng, kind)
-    return None
-
-
-def answer(req: Request, rng: random.Random) -> str:
-    if req.schema is None:
-        return sentence(rng)
-    value = plausible(req, rng)
-    if value is None or not _valid(value, req.schema):
-        value = generate(req.schema, rng)
-    return json.dumps(value)
-
-
-def _valid(value: Any, schema: dict) -> bool:
-    return schema_validator(schema).is_valid(value)
-
-
-# Checking a schema against its meta-schema and building its validator cost ~2.5 ms each;
-# a run sends the same dozen schemas thousands of times, so both are done once per schema.
-# The cache is bounded (plan schemas vary in minItems/maxItems, a client could vary more).
-_VALIDATORS: dict[str, Any] = {}
-_VALIDATORS_MAX = 512
-
-
-def schema_validator(schema: Any) -> jsonschema.protocols.Validator:
-    """The (cached) validator of a JSON Schema; raises SchemaError/TypeError if it is invalid."""
-    try:
-        key = json.dumps(schema, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"the schema is not JSON: {exc}") from None
-    found = _VALIDATORS.get(key)
-    if found is None:
-        try:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            found = cls(schema)
-        except (jsonschema.SchemaError, TypeError) as exc:
-            found = exc
-        if len(_VALIDATORS) >= _VALIDATORS_MAX:
-            _VALIDATORS.clear()
-        _VALIDATORS[key] = found  # dict assignment is atomic: handler threads may share it
-    if isinstance(found, Exception):
-        raise found
-    return found
-
-
 # -- request checking ----------------------------------------------------------------
 
 
@@ -312,17 +85,6 @@ class BadRequest(Exception):
     def __init__(self, status: int, message: str, kind: str = "BadRequestError"):
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
-
-
-def _texts(messages: list) -> list[str]:
-    out = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            out.append(content)
-        elif isinstance(content, list):
-            out.extend(p.get("text", "") for p in content if p.get("type") == "text")
-    return out
 
 
 def check_request(body: Any, model: str) -> list[tuple[int, int]]:
@@ -401,6 +163,12 @@ class FakeState:
         self.fault_cycle = (
             tuple(args.fault_cycle.split(",")) if args.fault_cycle else DEFAULT_FAULT_CYCLE
         )
+        self.max_model_len = args.max_model_len
+        self.image_limit = args.limit_mm_per_prompt.get("image")
+        self.compact_json = bool(args.structured_outputs_config.get("disable_any_whitespace"))
+        self.reasoning_field = bool(args.reasoning_parser)
+        self.prompt_details = args.enable_prompt_tokens_details
+        self.prefixes = PrefixCache()
         self.lock = threading.Lock()
         self.arrivals = 0
         self.faults = 0
@@ -466,7 +234,22 @@ class Handler(BaseHTTPRequestHandler):
                 entry, exc.status, {"error": _err(exc.message, exc.kind, exc.status)}
             )
         req = Request(body, sizes)
-        entry.update(kind=req.kind, n_images=len(sizes))
+        entry.update(kind=req.kind, n_images=len(sizes), image_sizes=[list(s) for s in sizes])
+        units = prompt_units(body["messages"], sizes, state.model)
+        req.prompt_tokens = sum(u.tokens for u in units)
+        req.budget = completion_budget(body, req.prompt_tokens, state.max_model_len)
+        entry.update(
+            prompt_tokens=req.prompt_tokens,
+            image_tokens=sum(u.tokens for u in units if u.image),
+        )
+        try:
+            check_limits(
+                len(sizes), req.prompt_tokens, req.budget, state.max_model_len, state.image_limit
+            )
+        except LimitExceeded as exc:
+            error = _err(exc.message, "BadRequestError", 400)
+            return self._finish(entry, 400, {"error": dict(error, param=exc.param)})
+        req.cached_tokens = entry["cached_tokens"] = state.prefixes.cached_tokens(units)
         if state.gate is not None:
             state.gate.acquire()
         try:
@@ -492,7 +275,16 @@ class Handler(BaseHTTPRequestHandler):
                 content = json.dumps({"unexpected": instruction(rng)})
             else:
                 content = answer(req, rng)
-            self._finish(entry, 200, _completion(state.model, digest, content, req))
+            if fault == "whitespace" and state.compact_json:
+                entry["fault"] = None  # the grammar allows no free whitespace to run on with
+            elif fault == "whitespace":
+                content = runaway(content, req.budget)
+            reply = generation(req, content, rng, state.reasoning_field)
+            entry.update(
+                completion_tokens=reply["completion_tokens"], finish_reason=reply["finish_reason"]
+            )
+            payload = _completion(state.model, digest, reply, req, state.prompt_details)
+            self._finish(entry, 200, payload)
         finally:
             if state.gate is not None:
                 state.gate.release()
@@ -542,8 +334,14 @@ def _err(message: str, kind: str, code: int) -> dict:
     return {"message": message, "type": kind, "param": None, "code": code}
 
 
-def _completion(model: str, digest: bytes, content: str, req: Request) -> dict:
-    prompt_tokens = len(req.text) // 4 + 256 * len(req.image_sizes)
+def _completion(model: str, digest: bytes, reply: dict, req: Request, details: bool) -> dict:
+    usage: dict[str, Any] = {
+        "prompt_tokens": req.prompt_tokens,
+        "completion_tokens": reply["completion_tokens"],
+        "total_tokens": req.prompt_tokens + reply["completion_tokens"],
+    }
+    if details:
+        usage["prompt_tokens_details"] = {"cached_tokens": req.cached_tokens}
     return {
         "id": "chatcmpl-" + digest.hex()[:24],
         "object": "chat.completion",
@@ -552,16 +350,12 @@ def _completion(model: str, digest: bytes, content: str, req: Request) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "message": reply["message"],
+                "finish_reason": reply["finish_reason"],
                 "logprobs": None,
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(content) // 4 + 1,
-            "total_tokens": prompt_tokens + len(content) // 4 + 1,
-        },
+        "usage": usage,
     }
 
 
@@ -584,11 +378,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--fault-cycle", default="", help=f"comma list of {','.join(FAULTS)}")
     p.add_argument("--request-log", default=None)
+    p.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)
+    p.add_argument("--limit-mm-per-prompt", type=_json_object, default={})
+    p.add_argument("--structured-outputs-config", type=_json_object, default={})
+    p.add_argument("--reasoning-parser", default="")
+    p.add_argument("--enable-prompt-tokens-details", action="store_true")
     args = p.parse_args(argv)
     unknown = set(filter(None, args.fault_cycle.split(","))) - set(FAULTS)
     if unknown:
         p.error(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
     return args
+
+
+def _json_object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,6 +82,7 @@ import psutil
 
 from ..atomic import write_json, write_text
 from ..errors import ServerError
+from .sizing import DEFAULT_MAX_IMAGES, auto_max_model_len
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,32 @@ def _root(base_url: str) -> str:
     return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
+def served_models(base_url: str, api_key: str | None = None) -> list[str] | None:
+    """The model ids ``GET {base_url}/models`` lists, or None if it cannot be read."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", headers=headers)
+    try:
+        with _HTTP.open(request, timeout=HEALTH_TIMEOUT_S) as r:
+            data = json.loads(r.read()).get("data")
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+    except (urllib.error.URLError, OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def check_serves(base_url: str, settings: dict) -> None:
+    """Refuse a server that answers but does not serve ``vlm.model_id``, naming both."""
+    models = served_models(base_url, settings.get("api_key"))
+    if models is None:
+        log.warning("%s answers but does not list its models; not checked", base_url)
+        return
+    if settings["model_id"] not in models:
+        raise ServerError(
+            f"the server at {base_url} serves {', '.join(map(repr, models)) or 'no model'}, "
+            f"not vlm.model_id {settings['model_id']!r}: set vlm.model_id to the served model, "
+            "or point vlm.api_base at a server of this one"
+        )
+
+
 def answers(base_url: str, api_key: str | None = None) -> bool:
     """Whether an OpenAI-compatible server answers at ``base_url`` (…/v1)."""
     return _get_ok(_root(base_url) + "/health") or _get_ok(
@@ -301,6 +328,7 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
     api_key = settings.get("api_key")
     if backend == "openai":
         if answers(api_base, api_key):
+            check_serves(api_base, settings)
             return [api_base]
         raise ServerError(
             f"vlm.api_base {api_base} does not answer (GET {api_base.rstrip('/')}/models): "
@@ -310,6 +338,7 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
     if backend not in ("vllm", "fake"):
         raise ServerError(f"vlm.backend {backend!r} is not one of vllm, openai, fake")
     if api_base and answers(api_base, api_key):
+        check_serves(api_base, settings)
         log.info("using the server that already answers at %s", api_base)
         return [api_base]
     launcher = settings.get("server_launcher") or "local"
@@ -660,13 +689,40 @@ def serve_command(
             "--max-concurrency", str(fake.get("max_concurrency", 0)),
             "--fault-rate", str(fake.get("fault_rate", 0.0)),
             "--request-log", str(run_dir / f"fake_requests_{index}.jsonl"),
+            *model_args(settings),
         ]  # fmt: skip
     cmd = ["vllm", "serve", settings["model_id"], "--host", bind, "--port", str(port)]
-    if settings.get("max_model_len"):
-        cmd += ["--max-model-len", str(settings["max_model_len"])]
+    cmd += model_args(settings)
     if settings.get("num_gpus", 0) > 1:
         cmd += ["--tensor-parallel-size", str(settings["num_gpus"])]
     return cmd + list(settings.get("extra_serve_args") or [])
+
+
+def model_args(settings: dict) -> list[str]:
+    """The vLLM flags that fit the server to the config's requests (the fake takes them too).
+
+    - ``--max-model-len``: vlm.max_model_len, or the largest request the config can
+      produce (a model's full context may not fit its KV cache on one GPU);
+    - ``--limit-mm-per-prompt``: the most images one request carries, and no video;
+    - ``--structured-outputs-config``: xgrammar (named: vLLM refuses the next option with
+      ``auto``) with ``disable_any_whitespace``, so constrained JSON cannot run on with
+      whitespace until the token budget is spent;
+    - ``--enable-prompt-tokens-details``: usage reports the prefix-cached prompt tokens;
+    - ``--reasoning-parser qwen3`` when thinking is on for a Qwen3-class model, so the
+      thinking goes to ``reasoning_content`` and the JSON constraint applies after it.
+    """
+    images = int(settings.get("max_images") or DEFAULT_MAX_IMAGES)
+    length = settings.get("max_model_len") or auto_max_model_len(settings)
+    args = [
+        "--max-model-len", str(length),
+        "--limit-mm-per-prompt", json.dumps({"image": images, "video": 0}),
+        "--structured-outputs-config",
+        json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+        "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    if settings.get("enable_thinking") and "qwen3" in settings["model_id"].lower():
+        args += ["--reasoning-parser", "qwen3"]
+    return args
 
 
 def _gpus(settings: dict, index: int) -> str:

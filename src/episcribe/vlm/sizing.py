@@ -1,0 +1,117 @@
+"""Token arithmetic of a Qwen-VL class model: image and text tokens, budgets, context length.
+
+One place for the numbers the client (budgets), the serve command (``--max-model-len``,
+``--limit-mm-per-prompt``) and the fake server (prompt tokens, context refusal) share.
+
+Image tokens follow the Qwen-VL processors: the image is resized to multiples of
+``patch size x merge size`` (32 px for Qwen3-VL / Qwen3.5 / Qwen3.6, 28 px for Qwen2-VL /
+Qwen2.5-VL), its area kept inside the processor's pixel bounds, and each square of that
+side becomes one token, plus the two vision start/end markers. Text is counted at about 4
+characters a token, which is what English prompts average in Qwen's tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+CHARS_PER_TOKEN = 4
+VISION_MARKERS = 2  # <|vision_start|> and <|vision_end|> around each image's tokens
+MESSAGE_OVERHEAD = 4  # <|im_start|>role\n ... <|im_end|>\n
+# (factor, min_pixels, max_pixels) of each processor family (preprocessor_config.json).
+QWEN3 = (32, 65_536, 16_777_216)
+QWEN2 = (28, 3_136, 12_845_056)
+
+# Completion budgets per call kind (vlm.max_completion_tokens); ``vqa`` covers vqa_*.
+DEFAULT_BUDGETS = {
+    "describe": 768,
+    "segment": 512,
+    "derive_task": 128,
+    "task_rephrasings": 512,
+    "memory": 128,
+    "initial_speech": 128,
+    "interjection": 192,
+    "plan_refresh": 384,
+    "vqa": 256,
+}
+DEFAULT_THINKING_TOKENS = 4096
+# Text of the longest request (instructions, narration, labels) besides its images and
+# the answers it carries: a generous bound over prompts/*.txt, which run to ~1k tokens.
+TEXT_ALLOWANCE = 4096
+DEFAULT_MAX_IMAGES = 8
+
+
+def family(model_id: str) -> tuple[int, int, int]:
+    """The processor family of a model id: Qwen2/2.5-VL, else the Qwen3-VL rule."""
+    name = model_id.lower()
+    return QWEN2 if ("qwen2-vl" in name or "qwen2.5-vl" in name) else QWEN3
+
+
+def resized(width: int, height: int, model_id: str) -> tuple[int, int]:
+    """The size the processor resizes an image to (Qwen's ``smart_resize``)."""
+    factor, lo, hi = family(model_id)
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > hi:
+        beta = math.sqrt(height * width / hi)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < lo:
+        beta = math.sqrt(lo / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return w, h
+
+
+def image_tokens(width: int, height: int, model_id: str) -> int:
+    factor = family(model_id)[0]
+    w, h = resized(width, height, model_id)
+    return (w // factor) * (h // factor) + VISION_MARKERS
+
+
+def text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def token_budgets(vlm: Mapping) -> dict[str, int]:
+    """Completion budget per call kind: the config's, plus room to think when thinking is on."""
+    budgets = {**DEFAULT_BUDGETS, **(vlm.get("max_completion_tokens") or {})}
+    if vlm.get("enable_thinking"):
+        extra = int(vlm.get("thinking_tokens", DEFAULT_THINKING_TOKENS))
+        budgets = {kind: n + extra for kind, n in budgets.items()}
+    return budgets
+
+
+def max_images(config: Mapping) -> int:
+    """The most images one request of this config carries (``--limit-mm-per-prompt``)."""
+    from ..modules.interjections import WINDOW_OFFSETS
+    from ..modules.plan import SHEET_TILES
+
+    counts = [0]
+    if config.get("plan", {}).get("enabled", True):
+        counts.append(math.ceil(int(config["plan"]["max_video_frames"]) / SHEET_TILES))
+    if config.get("interjections", {}).get("enabled", True):
+        counts.append(len(WINDOW_OFFSETS))
+    if config.get("vqa", {}).get("enabled", True):
+        counts.append(1)
+    return max(counts)
+
+
+def server_settings(config: Mapping) -> dict:
+    """The vlm section plus what sizing the server needs from the rest of the config."""
+    return {**config["vlm"], "max_images": max_images(config)}
+
+
+def auto_max_model_len(vlm: Mapping) -> int:
+    """A context length that fits the largest request the config can produce.
+
+    The longest request is the segment call, which carries the describe call's images and
+    answer: images x the tokens of an image at ``image_max_side`` square (the worst aspect
+    for the pixel count), the text allowance, and both budgets. Rounded up to 1024.
+    """
+    side = int(vlm.get("image_max_side") or 768)
+    images = int(vlm.get("max_images") or DEFAULT_MAX_IMAGES)
+    budgets = token_budgets(vlm)
+    answers = budgets["describe"] + max(budgets.values())
+    total = images * image_tokens(side, side, vlm["model_id"]) + TEXT_ALLOWANCE + answers
+    return math.ceil(total / 1024) * 1024
