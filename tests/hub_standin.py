@@ -17,8 +17,9 @@ set ``HF_HUB_DISABLE_XET=1``):
 
 When $STANDIN_HUB_TOKEN is set, writes need ``Authorization: Bearer`` it (401 otherwise,
 as the Hub answers a bad token). Every request is logged to ``<root>/requests.jsonl``
-(method, path, status, bytes received and sent), never its headers. ``--upload-rate`` reads object uploads at most that many
-bytes per second (a slow uplink), so a test can interrupt a push half-way.
+(method, path, status, bytes received and sent), never its headers. ``--upload-rate``
+reads object uploads at most that many bytes per second (a slow uplink), so a test can
+interrupt a push half-way.
 
     STANDIN_HUB_TOKEN=T python tests/hub_standin.py --root DIR --port PORT [--upload-rate B/S]
 """
