@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..dataset import Episode, LeRobotDataset
-from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url
+from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url, mp4_data_url
 from ..prompts import PromptSet
 
 if TYPE_CHECKING:  # openai costs ~0.5 s to import: only jobs that call the model pay it
@@ -40,6 +40,7 @@ PLACEHOLDER_TASKS = frozenset({"test", "debug", "task", "todo", "none", "n/a"})
 MIN_TASK_WORDS = 3
 
 
+VIDEO_URL = "data:video/"
 SHEETS_KEPT = 4  # sheets() results remembered per episode (a few MB of JPEG at most)
 
 
@@ -166,6 +167,36 @@ class FrameSource:
             )
         return urls, layout
 
+    async def clip(
+        self, camera: str, timestamps: Sequence[float], fps: float
+    ) -> tuple[list[str], str]:
+        """A ``data:video/mp4`` URL of the frames at ``timestamps`` played at ``fps``, each
+        labelled with its timestamp, and a layout line (plan.use_video_url)."""
+        images = await self.get(camera, timestamps)
+
+        def build() -> str:
+            pairs = zip(images, timestamps, strict=True)
+            labelled = [burn_label(im, f"{float(t):.3f}s") for im, t in pairs]
+            return mp4_data_url(labelled, fps, self.max_side)
+
+        url = await asyncio.to_thread(build)
+        log.info(
+            "episode %06d: clip of %s, %.3f-%.3f s, %d frames at %g fps: %d bytes (base64)",
+            self.episode.index,
+            camera,
+            timestamps[0],
+            timestamps[-1],
+            len(images),
+            fps,
+            len(url),
+        )
+        layout = (
+            f"You are shown one video clip of {len(images)} frames in time order, played at "
+            f"{fps:g} frames per second; each frame is labelled with its timestamp in seconds "
+            "in its top-left corner."
+        )
+        return [url], layout
+
 
 @dataclass
 class EpisodeContext:
@@ -201,9 +232,14 @@ class EpisodeContext:
         from ..vlm.client import user_message
 
         prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
-        return await self.client.complete_json(
-            kind, [user_message(text, list(image_urls))], prompt_schema
-        )
+        message = user_message(text, [u for u in image_urls if not u.startswith(VIDEO_URL)])
+        # A clip (FrameSource.clip) goes as the video_url part vLLM takes for video models.
+        message["content"] += [
+            {"type": "video_url", "video_url": {"url": u}}
+            for u in image_urls
+            if u.startswith(VIDEO_URL)
+        ]
+        return await self.client.complete_json(kind, [message], prompt_schema)
 
 
 def rng_for(seed: int | None, episode_index: int, module: str) -> random.Random:

@@ -15,7 +15,8 @@ manipulation English, and is deterministic: the answer is seeded by a hash of th
   answered with a fault; faults cycle through ``--fault-cycle`` (default: HTTP 500, a
   timeout that holds the connection, non-JSON text, schema-violating JSON).
 - ``--request-log``: one JSON line per call: arrival, start (after queueing), end
-  (before the reply), kind, n_images, request_bytes, status, fault.
+  (before the reply), kind, n_images, videos, request_bytes, status, fault; the clips
+  of ``video_url`` parts are kept beside it (``request_videos``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -45,6 +47,7 @@ TIMEOUT_HOLD_S = 60.0
 ROLES = {"system", "user", "assistant"}
 JPEG_PREFIX = "data:image/jpeg;base64,"
 JPEG_EOI = b"\xff\xd9"
+MP4_PREFIX = "data:video/mp4;base64,"
 TIMESTAMPS_RE = re.compile(r"Frame timestamps \(s\):\s*([-0-9.,\s]+)")
 TASK_RE = re.compile(r"^Task:\s*(.+)$", re.MULTILINE)
 NORMALIZED = "Coordinate system: normalized 0-1000"
@@ -353,6 +356,8 @@ def check_request(body: Any, model: str) -> list[tuple[int, int]]:
             if kind == "image_url" and m["role"] == "user":
                 sizes.append(_decode_jpeg(part.get("image_url"), where))
                 continue
+            if kind == "video_url" and m["role"] == "user":
+                continue  # request_videos decodes it
             raise BadRequest(400, f"{where}: unsupported part {kind!r} for role {m['role']!r}")
     fmt = body.get("response_format")
     if fmt is not None and fmt.get("type") == "json_schema":
@@ -387,6 +392,55 @@ def _decode_jpeg(image_url: Any, where: str) -> tuple[int, int]:
     return size
 
 
+def request_videos(body: dict, clip_dir: str | None) -> list[dict]:
+    """Decode every ``video_url`` part as vLLM would (BadRequest if it cannot) and say what
+    it holds: frames, size, fps, seconds, bytes, sha256 and its prompt tokens, counted as
+    Qwen2.5-VL does (a token per 28x28 pixels, two frames per temporal patch). Each clip
+    is kept as ``<clip_dir>/<sha256>.mp4`` so tests can play it back."""
+    import av
+
+    out = []
+    for i, m in enumerate(body["messages"]):
+        content = m.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if part.get("type") != "video_url":
+                continue
+            where = f"messages[{i}].content[{j}]"
+            url = (part.get("video_url") or {}).get("url")
+            if not isinstance(url, str) or not url.startswith(MP4_PREFIX):
+                raise BadRequest(400, f"{where}: video_url.url must be a {MP4_PREFIX}... data URL")
+            try:
+                data = base64.b64decode(url[len(MP4_PREFIX) :], validate=True)
+                with av.open(io.BytesIO(data)) as container:
+                    stream = container.streams.video[0]
+                    fps = float(stream.average_rate or 0)
+                    frames = [(f.width, f.height) for f in container.decode(stream)]
+            except (binascii.Error, av.FFmpegError, IndexError) as exc:
+                raise BadRequest(400, f"{where}: cannot decode the video: {exc}") from None
+            if not frames or not fps:
+                raise BadRequest(400, f"{where}: the video has no frames or no frame rate")
+            (width, height), n = frames[0], len(frames)
+            sha = hashlib.sha256(data).hexdigest()
+            if clip_dir:
+                clip = Path(clip_dir) / f"{sha}.mp4"
+                clip.parent.mkdir(parents=True, exist_ok=True)
+                clip.write_bytes(data)
+            tokens = -(-n // 2) * -(-width // 28) * -(-height // 28)
+            out.append(
+                {
+                    "frames": n,
+                    "width": width,
+                    "height": height,
+                    "fps": fps,
+                    "seconds": n / fps,
+                    "bytes": len(data),
+                    "sha256": sha,
+                    "tokens": tokens,
+                }
+            )
+    return out
+
+
 # -- the HTTP server -----------------------------------------------------------------
 
 
@@ -405,6 +459,7 @@ class FakeState:
         self.arrivals = 0
         self.faults = 0
         self.log = open(args.request_log, "a", encoding="utf-8") if args.request_log else None
+        self.clip_dir = str(Path(args.request_log).parent / "clips") if args.request_log else None
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -457,6 +512,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
             sizes = check_request(body, state.model)
+            videos = entry["videos"] = request_videos(body, state.clip_dir)
         except json.JSONDecodeError as exc:
             return self._finish(
                 entry, 400, {"error": _err(f"invalid JSON: {exc}", "BadRequest", 400)}
@@ -492,7 +548,11 @@ class Handler(BaseHTTPRequestHandler):
                 content = json.dumps({"unexpected": instruction(rng)})
             else:
                 content = answer(req, rng)
-            self._finish(entry, 200, _completion(state.model, digest, content, req))
+            payload = _completion(state.model, digest, content, req)
+            video_tokens = sum(v["tokens"] for v in videos)
+            payload["usage"]["prompt_tokens"] += video_tokens
+            payload["usage"]["total_tokens"] += video_tokens
+            self._finish(entry, 200, payload)
         finally:
             if state.gate is not None:
                 state.gate.release()
