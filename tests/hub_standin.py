@@ -275,13 +275,22 @@ class Handler(BaseHTTPRequestHandler):
         errors = [] if ok else [{"message": "README.md metadata is not a YAML mapping"}]
         self._send(status, {"errors": errors, "warnings": []})
 
-    def _preupload(self, repo_id: str, rev: str, body: bytes) -> None:
+    def _writable(self, repo_id: str) -> Path | None:
+        """The repo a write goes to, or None after answering 401 / 404 as the Hub does."""
         if not self._authorized():
-            return self._log(401)
+            self._log(401)
+            return None
         repo = mirror_repo(self.hub.root, repo_id)
         if not repo.exists():
             self._log(404)
-            return self._error(404, "RepoNotFound", "Repository not found")
+            self._error(404, "RepoNotFound", "Repository not found")
+            return None
+        return repo
+
+    def _preupload(self, repo_id: str, rev: str, body: bytes) -> None:
+        repo = self._writable(repo_id)
+        if repo is None:
+            return
         files = []
         for entry in json.loads(body)["files"]:
             sample = base64.b64decode(entry["sample"])
@@ -321,12 +330,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
     def _commit(self, repo_id: str, rev: str, body: bytes) -> None:
-        if not self._authorized():
-            return self._log(401)
-        repo = mirror_repo(self.hub.root, repo_id)
-        if not repo.exists():
-            self._log(404)
-            return self._error(404, "RepoNotFound", "Repository not found")
+        repo = self._writable(repo_id)
+        if repo is None:
+            return
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         summary = "commit"
         with self.hub.lock:

@@ -54,6 +54,17 @@ def hub_workspace(tmp_path: Path, g1_source: Path, **config) -> Workspace:
     return Workspace(tmp_path / "ws", g1_source, dataset__root="null", **FAST, **config)
 
 
+def push_workspace(tmp_path: Path, g1_source: Path) -> Workspace:
+    """Annotates lerobot/g1_bottle from the Hub and pushes it to me/g1_annotated."""
+    return hub_workspace(
+        tmp_path,
+        g1_source,
+        dataset__repo_id=REPO,
+        output__push_to_hub="true",
+        output__new_repo_id="me/g1_annotated",
+    )
+
+
 def download(repo_id: str, dest: Path) -> Path:
     """snapshot_download in a fresh process (huggingface_hub reads HF_ENDPOINT at import)."""
     code = (
@@ -99,13 +110,7 @@ def test_pushed_dataset_downloads_byte_identical_and_the_token_is_never_written(
 ):
     standin.publish(REPO, g1_source)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    ws = hub_workspace(
-        tmp_path,
-        g1_source,
-        dataset__repo_id=REPO,
-        output__push_to_hub="true",
-        output__new_repo_id="me/g1_annotated",
-    )
+    ws = push_workspace(tmp_path, g1_source)
     run = ws.run()
     assert "push_dataset" in run.rules
     annotated = ws.root / "results" / "lerobot__g1_bottle" / "annotated"
@@ -125,13 +130,7 @@ def test_a_push_without_a_valid_token_is_one_line_saying_how_to_log_in(
     standin, g1_source, tmp_path, monkeypatch
 ):
     standin.publish(REPO, g1_source)
-    ws = hub_workspace(
-        tmp_path,
-        g1_source,
-        dataset__repo_id=REPO,
-        output__push_to_hub="true",
-        output__new_repo_id="me/g1_annotated",
-    )
+    ws = push_workspace(tmp_path, g1_source)
     run = ws.run(check=False)
     assert run.returncode != 0
     assert "needs a token with write access" in run.output and "HF_TOKEN" in run.output
