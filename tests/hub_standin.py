@@ -15,6 +15,7 @@ set ``HF_HUB_DISABLE_XET=1``):
     POST /api/datasets/<repo>/commit/<rev>                 commit the files to the git repo
     POST /api/validate-yaml                                check a dataset card's header
 
+Reads of a repo listed in ``<root>/gated`` are refused as the Hub refuses a gated repo.
 When $STANDIN_HUB_TOKEN is set, writes need ``Authorization: Bearer`` it (401 otherwise,
 as the Hub answers a bad token). Every request is logged to ``<root>/requests.jsonl``
 (method, path, status, bytes received and sent), never its headers. ``--upload-rate``
@@ -203,10 +204,24 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------
     def do_GET(self) -> None:
-        self._forward(b"")
+        if not self._refused_as_gated():
+            self._forward(b"")
 
     def do_HEAD(self) -> None:
-        self._forward(b"")
+        if not self._refused_as_gated():
+            self._forward(b"")
+
+    def _refused_as_gated(self) -> bool:
+        """Repos listed in <root>/gated answer reads as a gated repo does without access."""
+        listed = self.hub.root / "gated"
+        path = self.path.split("?")[0] + "/"
+        for repo_id in listed.read_text().split() if listed.exists() else []:
+            if f"/datasets/{repo_id}/" in path:
+                self._log(403)
+                message = f"Access to dataset {repo_id} is restricted: you are not authorized."
+                self._error(403, "GatedRepo", message)
+                return True
+        return False
 
     def do_POST(self) -> None:
         body = self._body()
@@ -413,7 +428,10 @@ class Standin:
                     raise RuntimeError(f"hub stand-in did not start: {self.root}") from None
                 time.sleep(0.1)
 
-    def publish(self, repo_id: str, source: Path) -> str:
+    def publish(self, repo_id: str, source: Path, *, gated: bool = False) -> str:
+        if gated:
+            with open(self.root / "gated", "a") as fh:
+                fh.write(repo_id + "\n")
         return publish(self.root, repo_id, source)
 
     def requests(self) -> list[dict]:

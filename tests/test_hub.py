@@ -97,11 +97,25 @@ def test_a_hub_dataset_is_downloaded_once_and_annotated_as_owner__name(
     assert len(standin.requests()) == before  # the second run asked the Hub nothing
 
 
-def test_a_missing_repo_fails_with_one_line_naming_it(standin, g1_source, tmp_path):
-    ws = hub_workspace(tmp_path, g1_source, dataset__repo_id="lerobot/no_such_dataset")
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing", "Hub dataset lerobot/g1_other was not found"),
+        ("gated", "Hub dataset lerobot/g1_other is gated: accept its conditions"),
+        ("offline", "cannot reach the Hub to download Hub dataset lerobot/g1_other"),
+    ],
+)
+def test_hub_failures_stop_the_run_with_one_line_naming_the_repo(
+    case, expected, standin, g1_source, tmp_path
+):
+    if case == "gated":
+        standin.publish("lerobot/g1_other", g1_source, gated=True)
+    if case == "offline":
+        standin.stop()
+    ws = hub_workspace(tmp_path, g1_source, dataset__repo_id="lerobot/g1_other")
     run = ws.run(check=False)
     assert run.returncode != 0
-    assert "Hub dataset lerobot/no_such_dataset was not found" in run.output
+    assert expected in run.output
     assert "Traceback" not in run.output
 
 

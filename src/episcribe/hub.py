@@ -56,8 +56,16 @@ def download_dataset(repo_id: str, revision: str | None, dest: Path) -> Path:
         commit = HfApi().dataset_info(repo_id, revision=revision or "main").sha
         fetch = dict(repo_id=repo_id, repo_type="dataset", revision=commit, local_dir=dest)
         snapshot_download(**fetch, allow_patterns=["meta/**"])
-        info = json.loads((dest / "meta" / "info.json").read_text(encoding="utf-8"))
+        info_path = dest / "meta" / "info.json"
+        if not info_path.is_file():
+            raise HubError(
+                f"Hub dataset {repo_id} has no meta/info.json: it is not a LeRobot dataset "
+                "(check dataset.repo_id)"
+            )
+        info = json.loads(info_path.read_text(encoding="utf-8"))
         snapshot_download(**fetch, allow_patterns=content_patterns(info))
+    except HubError:
+        raise
     except Exception as exc:
         raise hub_error(exc, repo_id, "download", revision) from None
     files = [p for p in dest.rglob("*") if p.is_file() and ".cache" not in p.parts]
