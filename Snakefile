@@ -1,13 +1,16 @@
 # episcribe: annotate a LeRobot v3 dataset with a vision-language model.
 #
 #   snakemake --cores all --config dataset__root=/path/to/dataset
+#   snakemake --cores all --config dataset__repo_id=owner/name   (a Hub dataset)
 #
-# Paths (dataset = the dataset directory's name):
+# Paths (dataset = the dataset directory's name, or owner__name for a Hub dataset):
 #   results/{dataset}/staging/episode_{N:06d}/{module}.jsonl   per module, per episode
 #   results/{dataset}/cache/{module}/...                       rows keyed by their inputs
 #   results/{dataset}/validation/report.{json,txt}             checks before writing
 #   results/{dataset}/write/manifest.json                      what write_dataset wrote
 #   results/{dataset}/annotated/                               the annotated dataset
+#   results/{dataset}/push/receipt.json                        what push_dataset uploaded
+#   resources/hub/{owner}__{name}/{revision}/                  a downloaded Hub dataset
 #   logs/{dataset}/{rule}/...log, benchmarks/{dataset}/{rule}/...tsv
 #
 # The model server is not a file of this DAG: jobs that need the model call
@@ -25,6 +28,7 @@ include: "rules/common.smk"
 include: "rules/annotate.smk"
 include: "rules/validate.smk"
 include: "rules/write.smk"
+include: "rules/push.smk"
 include: "rules/report.smk"
 
 

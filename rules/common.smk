@@ -14,7 +14,7 @@ from episcribe.config import resolve
 from episcribe.errors import UserError
 from episcribe.outcomes import end_of_run_lines
 from episcribe.vlm import server
-from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan
+from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
 
 # Jobs started by this snakemake share one model server; it watches this pid and stops
 # when the run ends, however it ends. setdefault: job subprocesses re-read this file.
@@ -26,6 +26,10 @@ PROMPTS = Path(os.path.relpath(Path(workflow.basedir) / "prompts"))
 
 try:
     config.update(resolve(config))
+    # A Hub dataset is downloaded (once) by the main process, before the DAG needs it;
+    # job processes re-read this file and find it there.
+    if os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid()):
+        fetch_dataset(config)
     PLAN = WorkflowPlan(config, PROMPTS)
 except UserError as exc:
     sys.exit(f"episcribe: {exc}")
@@ -86,7 +90,8 @@ def final_outputs():
     results = f"results/{DATASET}"
     validation = f"{results}/validation/report.json"
     missing = PLAN.missing_staging() if os.path.exists(validation) else []
-    return missing + [
+    push = [f"{results}/push/receipt.json"] if PLAN.push_repo else []
+    return missing + push + [
         f"{results}/write/manifest.json",
         validation,
         f"{results}/report/timelines",
@@ -94,6 +99,11 @@ def final_outputs():
         f"{results}/report/summary.html",
         f"{results}/report/usage.csv",
     ]
+
+
+def push_prompts():
+    """Every prompt file of the enabled modules (the dataset card lists them)."""
+    return sorted({path for module in PLAN.modules for path in PLAN.prompt_inputs(module)})
 
 
 def annotate_outputs():

@@ -120,10 +120,10 @@ def _plan(tmp_path, **sections):
     return WorkflowPlan(resolve(sections), tmp_path)
 
 
-def test_hub_options_this_version_cannot_honour_are_refused_not_ignored(tmp_path):
-    with pytest.raises(ConfigError, match="does not download"):
-        _plan(tmp_path, dataset={"repo_id": "lerobot/pusht"})
-    with pytest.raises(ConfigError, match="push_to_hub is not supported"):
+def test_a_push_without_a_repo_or_any_dataset_is_refused_naming_the_keys(tmp_path):
+    with pytest.raises(ConfigError, match="dataset__root=.*dataset__repo_id"):
+        _plan(tmp_path)
+    with pytest.raises(ConfigError, match="output.new_repo_id"):
         _plan(tmp_path, dataset={"root": str(tmp_path)}, output={"push_to_hub": True})
 
 

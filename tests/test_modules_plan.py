@@ -16,7 +16,6 @@ from test_fake_server import MODEL, read_log, run_fake
 
 from episcribe.config import resolve
 from episcribe.dataset import LeRobotDataset
-from episcribe.errors import UserError
 from episcribe.modules import DEPENDS_ON, RUNNERS
 from episcribe.modules.base import (
     EpisodeContext,
@@ -270,18 +269,6 @@ def test_failed_answers_fall_back_to_the_task_and_are_counted(synth_small, tmp_p
     assert [r["content"] for r in result.style("task_aug")] == [result.episode.task]
     assert result.style("memory") == [] and len(result.style("plan")) == 1
     assert result.skipped == 3  # describe, segment, rephrasings
-
-
-def test_use_video_url_is_refused_with_a_clear_error(synth_small, fake, tmp_path):
-    with pytest.raises(UserError, match="use_video_url"):
-        run_module(
-            "plan",
-            synth_small,
-            0,
-            fake[0],
-            tmp_path / "m.jsonl",
-            settings=settings_for("plan", use_video_url=True),
-        )
 
 
 # -- pure logic -------------------------------------------------------------------------

@@ -20,3 +20,7 @@ class ConfigError(UserError):
 
 class ServerError(UserError):
     """The model server could not be started, reached or used."""
+
+
+class HubError(UserError):
+    """A Hugging Face Hub download or upload failed."""

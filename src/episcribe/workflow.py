@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hub
 from .annotate import model_identity
 from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
@@ -73,6 +74,39 @@ def dataset_name(config: dict) -> str:
     return config["dataset"]["repo_id"].replace("/", "__")
 
 
+def dataset_root(config: dict) -> Path:
+    """The dataset's local directory: dataset.root, or the workflow's copy of repo_id."""
+    dataset = config["dataset"]
+    if dataset["root"]:
+        return Path(dataset["root"])
+    if dataset["repo_id"]:
+        return hub.local_dir(dataset["repo_id"], dataset["revision"])
+    raise ConfigError(
+        "no dataset: pass --config dataset__root=/path/to/dataset (a local LeRobot v3 "
+        "dataset) or dataset__repo_id=owner/name (a Hub dataset)"
+    )
+
+
+def fetch_dataset(config: dict) -> None:
+    """Download dataset.repo_id when no dataset.root is set (nothing when it is cached)."""
+    dataset = config["dataset"]
+    if not dataset["root"] and dataset["repo_id"]:
+        hub.download_dataset(dataset["repo_id"], dataset["revision"], dataset_root(config))
+
+
+def push_repo(config: dict) -> str | None:
+    """The Hub repo output.push_to_hub uploads to (None: no push)."""
+    if not config["output"]["push_to_hub"]:
+        return None
+    repo = config["output"]["new_repo_id"] or config["dataset"]["repo_id"]
+    if not repo:
+        raise ConfigError(
+            "output.push_to_hub needs a repo: set output.new_repo_id=owner/name (or annotate "
+            "a Hub dataset with dataset.repo_id to push back to it)"
+        )
+    return repo
+
+
 def enabled_modules(config: dict) -> list[str]:
     """Modules that run, in pipeline order; plan_update follows interjections."""
     on = {
@@ -96,23 +130,6 @@ def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> l
 
 class WorkflowPlan:
     def __init__(self, config: dict, prompts_dir: Path):
-        if not config["dataset"]["root"]:
-            hint = (
-                f" (fetch {config['dataset']['repo_id']} first, e.g. `hf download "
-                f"{config['dataset']['repo_id']} --repo-type dataset --local-dir DIR`: "
-                "this version does not download from the Hub itself)"
-                if config["dataset"]["repo_id"]
-                else ""
-            )
-            raise ConfigError(
-                f"dataset.root is not set: pass --config dataset__root=/path/to/dataset{hint}"
-            )
-        if config["output"]["push_to_hub"]:
-            raise ConfigError(
-                "output.push_to_hub is not supported by this version: the annotated dataset "
-                "is written locally; upload it with `hf upload <repo> <dir> --repo-type "
-                "dataset` and leave push_to_hub false"
-            )
         output, vlm = config["output"], config["vlm"]
         if output["in_place"] and vlm["backend"] == "fake" and not output["allow_fake_in_place"]:
             raise ConfigError(
@@ -120,9 +137,10 @@ class WorkflowPlan:
                 "would write them into your dataset: set output.in_place=false (a new "
                 "directory), or output.allow_fake_in_place=true if that is what you want"
             )
+        self.push_repo = push_repo(config)
         self.config = config
         self.prompts_dir = prompts_dir
-        self.dataset = LeRobotDataset.open(config["dataset"]["root"])
+        self.dataset = LeRobotDataset.open(dataset_root(config))
         self.name = dataset_name(config)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
         self.modules = enabled_modules(config)
@@ -202,6 +220,30 @@ class WorkflowPlan:
             "fake_annotations": self.config["vlm"]["backend"] == "fake",
             "model": self.model,
             "prompts_sha256": digest(prompts),
+        }
+
+    def push_params(self) -> dict:
+        """push_dataset's params: the folder, the repo and what its dataset card says."""
+        dataset, output = self.config["dataset"], self.config["output"]
+        if dataset["root"] or not dataset["repo_id"]:
+            source = f"a local dataset, `{self.dataset.root.name}`"
+        else:
+            source = f"`{dataset['repo_id']}` (revision {dataset['revision'] or 'main'})"
+        model_id = self.model["model_id"]
+        return {
+            "folder": self.destination() or str(self.dataset.root),
+            "repo_id": self.push_repo,
+            "private": output["private"],
+            "commit_message": output["commit_message"]
+            or f"Add language annotations by {model_id} (episcribe)",
+            "card": {
+                "repo_id": self.push_repo,
+                "source": source,
+                "model": self.model,
+                "modules": self.modules,
+                "episodes": len(self.episodes),
+                "total_episodes": len(self.dataset.episode_indices()),
+            },
         }
 
     # -- rule inputs and params ------------------------------------------------------

@@ -323,7 +323,8 @@ def write_annotated(
         write_json(dest / MARKER, {"tool": "episcribe", "source": str(source)})
         skip = {*shards, source / "meta" / "info.json", source / PROVENANCE}
         for dirpath, dirnames, filenames in os.walk(source):
-            dirnames.sort()
+            # Hidden directories (.cache of a Hub download, .git) are not dataset content.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 src = Path(dirpath) / name
                 if src in skip or name == MARKER or (name.startswith(".") and ".tmp-" in name):

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..dataset import Episode, LeRobotDataset
-from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url
+from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url, mp4_data_url
 from ..prompts import PromptSet
 
 if TYPE_CHECKING:  # openai costs ~0.5 s to import: only jobs that call the model pay it
@@ -165,6 +165,36 @@ class FrameSource:
                 "labelled with its timestamp in seconds in its top-left corner."
             )
         return urls, layout
+
+    async def clip(
+        self, camera: str, timestamps: Sequence[float], fps: float
+    ) -> tuple[list[str], str]:
+        """A ``data:video/mp4`` URL of the frames at ``timestamps`` played at ``fps``, each
+        labelled with its timestamp, and a layout line (plan.use_video_url)."""
+        images = await self.get(camera, timestamps)
+
+        def build() -> str:
+            pairs = zip(images, timestamps, strict=True)
+            labelled = [burn_label(im, f"{float(t):.3f}s") for im, t in pairs]
+            return mp4_data_url(labelled, fps, self.max_side)
+
+        url = await asyncio.to_thread(build)
+        log.info(
+            "episode %06d: clip of %s, %.3f-%.3f s, %d frames at %g fps: %d bytes (base64)",
+            self.episode.index,
+            camera,
+            timestamps[0],
+            timestamps[-1],
+            len(images),
+            fps,
+            len(url),
+        )
+        layout = (
+            f"You are shown one video clip of {len(images)} frames in time order, played at "
+            f"{fps:g} frames per second; each frame is labelled with its timestamp in seconds "
+            "in its top-left corner."
+        )
+        return [url], layout
 
 
 @dataclass

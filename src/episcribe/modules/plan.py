@@ -36,8 +36,10 @@ Per episode:
    the current one first. **memory** at every start but the first (``emit_memory``): one
    text-only call each, chained on the previous memory, so they run in sequence.
 
-``use_video_url`` (send a clip URL instead of frames) is not implemented: it raises a
-UserError asking to set it to false.
+With ``use_video_url`` the describe and segment calls get, instead of contact sheets, one
+mp4 clip per window (``FrameSource.clip``): the window's frames sampled at ``video_fps``
+(so ``max_video_frames`` caps a clip's frames), each labelled with its timestamp, sent as
+a base64 ``data:video/mp4`` ``video_url`` part (vLLM takes these for Qwen-VL models).
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import UserError
 from ..language import make_row
 from .base import (
     EpisodeContext,
@@ -83,27 +84,25 @@ DEFAULTS = {
     "n_task_rephrasings": 10,
     "derive_task_from_video": "if_short",
     "use_video_url": False,
+    "video_fps": 2.0,
 }
 
 
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
     s = {**DEFAULTS, **ctx.settings}
-    if s["use_video_url"]:
-        raise UserError(
-            "plan.use_video_url is not supported yet: set it to false (frames are sent as "
-            "JPEG contact sheets, which every OpenAI-compatible VLM server accepts)"
-        )
     ts = ctx.timestamps
     first = frame_time(ts, 0)
-    windows = plan_windows(
-        ts, s["frames_per_second"], s["max_video_frames"], s["subtask_window_seconds"]
-    )
+    rate = s["video_fps"] if s["use_video_url"] else s["frames_per_second"]
+    windows = plan_windows(ts, rate, s["max_video_frames"], s["subtask_window_seconds"])
     total = sum(len(w) for w in windows)
     task_future = asyncio.ensure_future(_effective_task(ctx, s, windows))
 
     async def window_chain(times: list[float]) -> list[tuple[str, float, float]]:
         steps = max(1, math.ceil(s["plan_max_steps"] * len(times) / total))
-        urls, layout = await ctx.frames.sheets(ctx.camera, times, SHEET_TILES)
+        if s["use_video_url"]:
+            urls, layout = await ctx.frames.clip(ctx.camera, times, s["video_fps"])
+        else:
+            urls, layout = await ctx.frames.sheets(ctx.camera, times, SHEET_TILES)
         frames = {
             "camera": ctx.camera,
             "layout": layout,

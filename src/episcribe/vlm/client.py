@@ -71,13 +71,22 @@ class InvalidAnswer(ValueError):
     """The model's answer is not a JSON object valid for the schema."""
 
 
-def user_message(text: str, image_urls: tuple[str, ...] | list[str] = ()) -> dict:
-    """A user turn: one ``image_url`` part per (JPEG data) URL, then the text.
+VIDEO_URL = "data:video/"
 
-    Images come first, as in Qwen-VL's own examples: calls over the same frames then share
+
+def user_message(text: str, image_urls: tuple[str, ...] | list[str] = ()) -> dict:
+    """A user turn: one part per data URL (``image_url`` for a JPEG frame, ``video_url``
+    for an mp4 clip, the part vLLM takes for video models), then the text.
+
+    Media come first, as in Qwen-VL's own examples: calls over the same frames then share
     a prompt prefix that the server's prefix cache does not recompute.
     """
-    parts: list[dict] = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    parts: list[dict] = [
+        {"type": "video_url", "video_url": {"url": url}}
+        if url.startswith(VIDEO_URL)
+        else {"type": "image_url", "image_url": {"url": url}}
+        for url in image_urls
+    ]
     parts.append({"type": "text", "text": text})
     return {"role": "user", "content": parts}
 

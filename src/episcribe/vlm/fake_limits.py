@@ -45,9 +45,13 @@ def _digest(*parts: str) -> bytes:
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
 
 
-def prompt_units(messages: list, sizes: list[tuple[int, int]], model: str) -> list[Unit]:
-    """The request's prompt as units; ``sizes`` are its images' sizes in order of appearance."""
+def prompt_units(
+    messages: list, sizes: list[tuple[int, int]], model: str, videos: list[dict] = ()
+) -> list[Unit]:
+    """The request's prompt as units; ``sizes`` are its images' sizes and ``videos`` its
+    clips (with their ``tokens``), each in order of appearance."""
     images: Iterator[tuple[int, int]] = iter(sizes)
+    clips: Iterator[dict] = iter(videos)
     units: list[Unit] = []
     for m in messages:
         role = m["role"]
@@ -60,6 +64,10 @@ def prompt_units(messages: list, sizes: list[tuple[int, int]], model: str) -> li
                 url = part["image_url"]["url"]
                 tokens = image_tokens(w, h, model) + overhead
                 units.append(Unit(_digest(role, "image", url), tokens, image=True))
+            elif part.get("type") == "video_url":
+                tokens = next(clips)["tokens"] + overhead
+                url = part["video_url"]["url"]
+                units.append(Unit(_digest(role, "video", url), tokens, image=True))
             else:
                 text = part.get("text", "")
                 units.append(Unit(_digest(role, "text", text), text_tokens(text) + overhead))
@@ -104,14 +112,16 @@ def completion_budget(body: dict, prompt_tokens: int, max_model_len: int) -> int
 
 
 def check_limits(
-    n_images: int, prompt_tokens: int, budget: int, max_model_len: int, image_limit: int | None
+    media: dict[str, tuple[int, int | None]], prompt_tokens: int, budget: int, max_model_len: int
 ) -> None:
-    if image_limit is not None and n_images > image_limit:
-        raise LimitExceeded(
-            f"At most {image_limit} image(s) may be provided in one prompt. "
-            "Set `--limit-mm-per-prompt` to increase this limit.",
-            "image",
-        )
+    """``media``: modality -> (items in the request, its ``--limit-mm-per-prompt`` or None)."""
+    for modality, (count, limit) in media.items():
+        if limit is not None and count > limit:
+            raise LimitExceeded(
+                f"At most {limit} {modality}(s) may be provided in one prompt. "
+                "Set `--limit-mm-per-prompt` to increase this limit.",
+                modality,
+            )
     room = max_model_len - budget
     if prompt_tokens > room:
         # vLLM stops tokenizing one token past the room left, hence "at least".

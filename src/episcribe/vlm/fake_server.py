@@ -21,7 +21,8 @@ answer is seeded by a hash of the request.
 - ``--request-log``: one JSON line per call: arrival, start (after queueing), end
   (before the reply), kind, n_images, image_sizes, request_bytes, status, fault,
   prompt_tokens, image_tokens, cached_tokens (what vLLM's prefix caching would not
-  recompute), completion_tokens, finish_reason.
+  recompute), completion_tokens, finish_reason, and the clips of ``video_url`` parts
+  (``videos``: frames, size, fps, bytes, tokens); each clip is kept beside the log.
 
 As vLLM serving a Qwen-VL model does (the vLLM flags above have vLLM's meaning): prompt
 tokens are counted with the Qwen-VL image rule (:mod:`episcribe.vlm.fake_limits`); a
@@ -49,6 +50,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -70,6 +72,7 @@ from .fake_limits import (
     completion_budget,
     prompt_units,
 )
+from .sizing import video_tokens
 
 FAULTS = ("500", "429", "timeout", "nonjson", "schema", "whitespace")
 DEFAULT_MAX_MODEL_LEN = 262_144
@@ -78,6 +81,7 @@ TIMEOUT_HOLD_S = 60.0
 ROLES = {"system", "user", "assistant"}
 JPEG_PREFIX = "data:image/jpeg;base64,"
 JPEG_EOI = b"\xff\xd9"
+MP4_PREFIX = "data:video/mp4;base64,"
 # -- request checking ----------------------------------------------------------------
 
 
@@ -115,6 +119,8 @@ def check_request(body: Any, model: str) -> list[tuple[int, int]]:
             if kind == "image_url" and m["role"] == "user":
                 sizes.append(_decode_jpeg(part.get("image_url"), where))
                 continue
+            if kind == "video_url" and m["role"] == "user":
+                continue  # request_videos decodes it
             raise BadRequest(400, f"{where}: unsupported part {kind!r} for role {m['role']!r}")
     fmt = body.get("response_format")
     if fmt is not None and fmt.get("type") == "json_schema":
@@ -149,6 +155,54 @@ def _decode_jpeg(image_url: Any, where: str) -> tuple[int, int]:
     return size
 
 
+def request_videos(body: dict, clip_dir: str | None, model: str) -> list[dict]:
+    """Decode every ``video_url`` part as vLLM would (BadRequest if it cannot) and say what
+    it holds: frames, size, fps, seconds, bytes, sha256 and its prompt tokens (Qwen-VL's
+    rule, ``sizing.video_tokens``). Each clip is kept as ``<clip_dir>/<sha256>.mp4`` so
+    tests can play it back."""
+    import av
+
+    out = []
+    for i, m in enumerate(body["messages"]):
+        content = m.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if part.get("type") != "video_url":
+                continue
+            where = f"messages[{i}].content[{j}]"
+            url = (part.get("video_url") or {}).get("url")
+            if not isinstance(url, str) or not url.startswith(MP4_PREFIX):
+                raise BadRequest(400, f"{where}: video_url.url must be a {MP4_PREFIX}... data URL")
+            try:
+                data = base64.b64decode(url[len(MP4_PREFIX) :], validate=True)
+                with av.open(io.BytesIO(data)) as container:
+                    stream = container.streams.video[0]
+                    fps = float(stream.average_rate or 0)
+                    frames = [(f.width, f.height) for f in container.decode(stream)]
+            except (binascii.Error, av.FFmpegError, IndexError) as exc:
+                raise BadRequest(400, f"{where}: cannot decode the video: {exc}") from None
+            if not frames or not fps:
+                raise BadRequest(400, f"{where}: the video has no frames or no frame rate")
+            (width, height), n = frames[0], len(frames)
+            sha = hashlib.sha256(data).hexdigest()
+            if clip_dir:
+                clip = Path(clip_dir) / f"{sha}.mp4"
+                clip.parent.mkdir(parents=True, exist_ok=True)
+                clip.write_bytes(data)
+            out.append(
+                {
+                    "frames": n,
+                    "width": width,
+                    "height": height,
+                    "fps": fps,
+                    "seconds": n / fps,
+                    "bytes": len(data),
+                    "sha256": sha,
+                    "tokens": video_tokens(n, width, height, model),
+                }
+            )
+    return out
+
+
 # -- the HTTP server -----------------------------------------------------------------
 
 
@@ -165,6 +219,7 @@ class FakeState:
         )
         self.max_model_len = args.max_model_len
         self.image_limit = args.limit_mm_per_prompt.get("image")
+        self.video_limit = args.limit_mm_per_prompt.get("video")
         self.compact_json = bool(args.structured_outputs_config.get("disable_any_whitespace"))
         self.reasoning_field = bool(args.reasoning_parser)
         self.prompt_details = args.enable_prompt_tokens_details
@@ -173,6 +228,7 @@ class FakeState:
         self.arrivals = 0
         self.faults = 0
         self.log = open(args.request_log, "a", encoding="utf-8") if args.request_log else None
+        self.clip_dir = str(Path(args.request_log).parent / "clips") if args.request_log else None
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -225,6 +281,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
             sizes = check_request(body, state.model)
+            videos = entry["videos"] = request_videos(body, state.clip_dir, state.model)
         except json.JSONDecodeError as exc:
             return self._finish(
                 entry, 400, {"error": _err(f"invalid JSON: {exc}", "BadRequest", 400)}
@@ -235,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
             )
         req = Request(body, sizes)
         entry.update(kind=req.kind, n_images=len(sizes), image_sizes=[list(s) for s in sizes])
-        units = prompt_units(body["messages"], sizes, state.model)
+        units = prompt_units(body["messages"], sizes, state.model, videos)
         req.prompt_tokens = sum(u.tokens for u in units)
         req.budget = completion_budget(body, req.prompt_tokens, state.max_model_len)
         entry.update(
@@ -244,7 +301,13 @@ class Handler(BaseHTTPRequestHandler):
         )
         try:
             check_limits(
-                len(sizes), req.prompt_tokens, req.budget, state.max_model_len, state.image_limit
+                {
+                    "image": (len(sizes), state.image_limit),
+                    "video": (len(videos), state.video_limit),
+                },
+                req.prompt_tokens,
+                req.budget,
+                state.max_model_len,
             )
         except LimitExceeded as exc:
             error = _err(exc.message, "BadRequestError", 400)

@@ -703,7 +703,8 @@ def model_args(settings: dict) -> list[str]:
 
     - ``--max-model-len``: vlm.max_model_len, or the largest request the config can
       produce (a model's full context may not fit its KV cache on one GPU);
-    - ``--limit-mm-per-prompt``: the most images one request carries, and no video;
+    - ``--limit-mm-per-prompt``: the most images one request carries, and one video
+      when the plan sends clips (plan.use_video_url), else none;
     - ``--structured-outputs-config``: xgrammar (named: vLLM refuses the next option with
       ``auto``) with ``disable_any_whitespace``, so constrained JSON cannot run on with
       whitespace until the token budget is spent;
@@ -712,10 +713,11 @@ def model_args(settings: dict) -> list[str]:
       thinking goes to ``reasoning_content`` and the JSON constraint applies after it.
     """
     images = int(settings.get("max_images") or DEFAULT_MAX_IMAGES)
+    videos = int(settings.get("max_videos") or 0)
     length = settings.get("max_model_len") or auto_max_model_len(settings)
     args = [
         "--max-model-len", str(length),
-        "--limit-mm-per-prompt", json.dumps({"image": images, "video": 0}),
+        "--limit-mm-per-prompt", json.dumps({"image": images, "video": videos}),
         "--structured-outputs-config",
         json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         "--enable-prompt-tokens-details",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 CHARS_PER_TOKEN = 4
 VISION_MARKERS = 2  # <|vision_start|> and <|vision_end|> around each image's tokens
+TEMPORAL_PATCH = 2  # video frames merged into one patch along time
 MESSAGE_OVERHEAD = 4  # <|im_start|>role\n ... <|im_end|>\n
 # (factor, min_pixels, max_pixels) of each processor family (preprocessor_config.json).
 QWEN3 = (32, 65_536, 16_777_216)
@@ -69,6 +70,13 @@ def image_tokens(width: int, height: int, model_id: str) -> int:
     return (w // factor) * (h // factor) + VISION_MARKERS
 
 
+def video_tokens(frames: int, width: int, height: int, model_id: str) -> int:
+    """A clip's tokens: Qwen-VL merges two frames into one temporal patch, each patch
+    counted as an image of the frame's size."""
+    per_patch = image_tokens(width, height, model_id) - VISION_MARKERS
+    return math.ceil(frames / TEMPORAL_PATCH) * per_patch + VISION_MARKERS
+
+
 def text_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
@@ -99,7 +107,9 @@ def max_images(config: Mapping) -> int:
 
 def server_settings(config: Mapping) -> dict:
     """The vlm section plus what sizing the server needs from the rest of the config."""
-    return {**config["vlm"], "max_images": max_images(config)}
+    plan = config.get("plan", {})
+    clips = plan.get("enabled", True) and plan.get("use_video_url", False)
+    return {**config["vlm"], "max_images": max_images(config), "max_videos": int(clips)}
 
 
 def auto_max_model_len(vlm: Mapping) -> int:

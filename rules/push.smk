@@ -1,0 +1,24 @@
+"""push_dataset: upload the annotated dataset to the Hub (output.push_to_hub only).
+
+Inputs: results/{dataset}/write/manifest.json (validated and written) and the prompts
+the dataset card lists. Outputs: results/{dataset}/push/receipt.json: the repo, commit
+and what was sent. The token is huggingface_hub's own (HF_TOKEN or `hf auth login`).
+"""
+
+
+rule push_dataset:
+    input:
+        manifest=rules.write_dataset.output.manifest,
+        prompts=push_prompts(),
+    output:
+        receipt=f"results/{DATASET}/push/receipt.json",
+    params:
+        **PLAN.push_params(),
+    log:
+        PLAN.log("push_dataset"),
+    benchmark:
+        PLAN.benchmark("push_dataset")
+    # Cluster nodes often cannot reach the Hub; the login node can.
+    localrule: True
+    script:
+        "../scripts/push_dataset.py"

@@ -1,0 +1,17 @@
+"""Entry point of push_dataset: write the dataset card, upload, keep the receipt."""
+
+from episcribe.atomic import write_json
+from episcribe.hub import dataset_card, push_dataset
+from episcribe.logs import script_main
+
+
+def main(smk):
+    p = smk.params
+    card = dataset_card(**p.card, prompts=list(smk.input.prompts))
+    receipt = push_dataset(
+        p.folder, p.repo_id, private=p.private, commit_message=p.commit_message, card=card
+    )
+    write_json(smk.output.receipt, receipt)
+
+
+script_main(snakemake, main)  # noqa: F821 (injected by Snakemake)
