@@ -1,5 +1,6 @@
 """The annotation rules: one per module and shard of episodes.
 
+  annotate_signals_<shard>        keystates and motion rows from the robot's state (no model)
   annotate_plan_<shard>           subtasks (describe -> segment), plan, memory, task_aug
   annotate_interjections_<shard>  initial speech; interjections + spoken replies
   annotate_plan_update_<shard>    a refreshed plan at every interjection
@@ -10,8 +11,8 @@ several episodes (workflow.episodes_per_job); its log is named after its episode
 
 Inputs of each job: exactly the prompt templates and answer schemas its module uses
 (episcribe.prompts.MODULE_PROMPT_KINDS), the data shards and videos holding its episodes,
-and the upstream modules' staging files (interjections <- plan; plan_update <- plan,
-interjections). Params: its own config section, the model identity, the seed where the
+and the upstream modules' staging files (plan <- signals; interjections <- plan;
+plan_update <- plan, interjections). Params: its own config section, the model identity, the seed where the
 module draws from it. So editing prompts/vqa_*.txt re-runs only annotate_vqa jobs.
 Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode.
 
@@ -22,7 +23,7 @@ slots left. All of them share vlm.client_concurrency requests in flight.
 """
 
 # Higher runs first among ready jobs (Snakemake's default priority is 0).
-PRIORITY = {"plan_update": 30, "interjections": 20, "plan": 10, "vqa": 0}
+PRIORITY = {"signals": 40, "plan_update": 30, "interjections": 20, "plan": 10, "vqa": 0}
 
 
 for module in PLAN.modules:

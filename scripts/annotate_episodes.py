@@ -18,7 +18,8 @@ def main(smk):
             staging_dir=Path(p.staging_dir),
             cache_dir=Path(p.cache_dir),
             # The prompt files are the job's inputs; where the checkout lives is no param.
-            prompts_dir=Path(smk.input.prompts[0]).parent,
+            # (A module that asks no model has none and reads none.)
+            prompts_dir=Path(smk.input.prompts[0]).parent if smk.input.prompts else Path(),
             settings=dict(p.settings),
             model=dict(p.model),
             seed=p.seed,

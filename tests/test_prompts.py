@@ -22,7 +22,7 @@ FRAMES = {"describe", "derive_task", "interjection"}
 # What each call kind's module passes to render(): a template may use any of these.
 FIELDS = {
     "describe": {"camera", "layout", "window", "timestamps", "max_entries"},
-    "segment": {"context", "task", "max_steps", "min_seconds", "first", "last"},
+    "segment": {"context", "task", "max_steps", "min_seconds", "first", "last", "keystates"},
     "task_rephrasings": {"task", "n"},
     "derive_task": {"camera", "layout", "timestamps", "dataset_task"},
     "memory": {"task", "previous_memory", "completed", "remaining"},

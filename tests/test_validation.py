@@ -33,7 +33,13 @@ def full_staging(episode, cameras) -> dict[str, list[dict]]:
         L.make_row("assistant", "1. reach\n2. grasp", "plan", t0),
         L.make_row("assistant", "1. grasp", "plan", mid),
         L.make_row("assistant", "I reached the bottle.", "memory", mid),
+        L.make_row("assistant", json.dumps({"from": ts[3], "keystate": "grasp"}), "snap", mid),
+    ]
+    grasp = json.dumps({"arm": "right", "kind": "grasp", "part": "hand"})
+    signals = [
         L.make_row("assistant", "move the right arm forward", "motion", t0),
+        L.make_row("assistant", "close the right hand", "motion", mid),
+        L.make_row("assistant", grasp, "keystate", mid),
     ]
     interjections = [
         L.speech_atom("On it!", t0),
@@ -47,7 +53,13 @@ def full_staging(episode, cameras) -> dict[str, list[dict]]:
             t = ts[5 + 3 * i]
             vqa.append(L.make_row("user", f"question {i}?", "vqa", t, cam))
             vqa.append(L.make_row("assistant", json.dumps(answer), "vqa", t, cam))
-    return {"plan": plan, "interjections": interjections, "plan_update": plan_update, "vqa": vqa}
+    return {
+        "signals": signals,
+        "plan": plan,
+        "interjections": interjections,
+        "plan_update": plan_update,
+        "vqa": vqa,
+    }
 
 
 def stage(staging_dir, episode_index, rows_by_module):
@@ -73,7 +85,10 @@ def test_full_staging_set_has_no_problems(g1, tmp_path):
     assert report.episodes == g1.episode_indices()
     n = len(g1.episode_indices())
     assert report.counts["vqa"] == 10 * n and report.counts["null"] == 2 * n
-    assert report.counts["plan"] == 3 * n and report.counts["task_aug"] == 2 * n
+    # Staging-only rows are checked but never counted as written rows.
+    assert report.counts["motion"] == 2 * n and "keystate" not in report.counts
+    assert "snap" not in report.counts
+    assert report.counts["plan"] == 2 * n and report.counts["task_aug"] == 2 * n
 
 
 def _mutate(ep, cams, fn):
@@ -234,6 +249,21 @@ def test_each_error_is_reported_with_its_module(g1, ep0, tmp_path, case):
     hits = [p for p in report.errors if message in p.message]
     assert hits, report.to_text()
     assert all(p.episode == 0 and p.module == module for p in hits)
+
+
+def test_staging_only_rows_need_a_frame_and_a_json_object(g1, ep0, tmp_path):
+    rows = full_staging(ep0, g1.cameras)
+    t = float(ep0.timestamps[4])
+    rows["signals"] += [
+        L.make_row("assistant", "grasp", "keystate", t),
+        L.make_row("assistant", json.dumps({"kind": "rest"}), "keystate", t + 0.001),
+    ]
+    stage(tmp_path, 0, rows)
+    errors = validate_staging(g1, tmp_path, [0], MODULES).errors
+    assert [(e.module, e.message.split(" ")[0:2]) for e in errors] == [
+        ("signals", ["keystate", "row"]),
+        ("signals", ["keystate", "timestamp"]),
+    ]
 
 
 def test_event_timestamp_matching_is_float32_exact(g1, ep0):

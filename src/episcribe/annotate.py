@@ -22,7 +22,7 @@ from .dataset import LeRobotDataset
 from .modules import RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .outcomes import JobSummary, check_failures
-from .prompts import PromptSet, prompt_files
+from .prompts import PromptSet, asks_model, prompt_files
 from .staging import read_rows, staging_file
 from .vlm import server
 from .vlm.sizing import token_budgets
@@ -102,7 +102,9 @@ def run_job(spec: JobSpec) -> JobSummary:
         summary.rows += len(rows)
         log.info("episode %06d: %d rows restored from cache", index, len(rows))
 
-    if pending:
+    if pending and not asks_model(spec.module):
+        asyncio.run(_run_episodes(spec, dataset, prompts, cache, pending, summary, None))
+    elif pending:
         asyncio.run(_annotate(spec, dataset, prompts, cache, pending, summary))
     summary.seconds = time.monotonic() - started
     log.info(
@@ -159,7 +161,6 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
     )
     slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
-    limit = asyncio.Semaphore(spec.episode_concurrency)
     async with VlmClient(
         urls,
         spec.vlm["model_id"],
@@ -173,52 +174,60 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         metrics_path=spec.metrics_path,
         slots=slots,
     ) as client:
+        await _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
 
-        async def one(index: int, key: str, upstream: dict) -> None:
-            async with limit:
-                t0 = time.monotonic()
-                episode = await asyncio.to_thread(dataset.load_episode, index)
-                vlm = dict(spec.vlm, camera_key=spec.model["camera_key"])
-                ctx = EpisodeContext(
-                    dataset=dataset,
-                    episode=episode,
-                    client=client,
-                    prompts=prompts,
-                    settings=spec.settings,
-                    vlm=vlm,
-                    seed=spec.seed,
-                    upstream=upstream,
-                    frames=FrameSource(dataset, episode, vlm),
-                )
-                rows = await RUNNERS[spec.module](ctx)
-                if not ctx.failed_calls:
-                    cache.put(key, rows)
-                else:
-                    summary.incomplete.append(index)
-                cache.deliver(key, rows, spec.staging_dir, index)
-                record_delivery(
-                    spec.cache_dir,
-                    spec.module,
-                    index,
-                    failed_calls=ctx.failed_calls,
-                    skipped=ctx.skipped,
-                )
-                summary.annotated += 1
-                summary.rows += len(rows)
-                summary.skipped += ctx.skipped
-                log.info(
-                    "episode %06d: %d rows, %d skipped answers, %d failed calls%s, %.1f s",
-                    index,
-                    len(rows),
-                    ctx.skipped,
-                    ctx.failed_calls,
-                    " (incomplete: not cached, asked again next run)" if ctx.failed_calls else "",
-                    time.monotonic() - t0,
-                )
 
-        # Let every episode finish (and be cached) before reporting the first failure.
-        outcomes = await asyncio.gather(*(one(*item) for item in pending), return_exceptions=True)
-        summary.incomplete.sort()
+async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client) -> None:
+    """Run the module on each pending episode, caching and staging each as it finishes
+    (``client`` is None for a module that asks no model)."""
+    limit = asyncio.Semaphore(spec.episode_concurrency)
+
+    async def one(index: int, key: str, upstream: dict) -> None:
+        async with limit:
+            t0 = time.monotonic()
+            episode = await asyncio.to_thread(dataset.load_episode, index)
+            vlm = dict(spec.vlm, camera_key=spec.model.get("camera_key"))
+            ctx = EpisodeContext(
+                dataset=dataset,
+                episode=episode,
+                client=client,
+                prompts=prompts,
+                settings=spec.settings,
+                vlm=vlm,
+                seed=spec.seed,
+                upstream=upstream,
+                frames=FrameSource(dataset, episode, vlm),
+            )
+            rows = await RUNNERS[spec.module](ctx)
+            if not ctx.failed_calls:
+                cache.put(key, rows)
+            else:
+                summary.incomplete.append(index)
+            cache.deliver(key, rows, spec.staging_dir, index)
+            record_delivery(
+                spec.cache_dir,
+                spec.module,
+                index,
+                failed_calls=ctx.failed_calls,
+                skipped=ctx.skipped,
+            )
+            summary.annotated += 1
+            summary.rows += len(rows)
+            summary.skipped += ctx.skipped
+            log.info(
+                "episode %06d: %d rows, %d skipped answers, %d failed calls%s, %.1f s",
+                index,
+                len(rows),
+                ctx.skipped,
+                ctx.failed_calls,
+                " (incomplete: not cached, asked again next run)" if ctx.failed_calls else "",
+                time.monotonic() - t0,
+            )
+
+    # Let every episode finish (and be cached) before reporting the first failure.
+    outcomes = await asyncio.gather(*(one(*item) for item in pending), return_exceptions=True)
+    summary.incomplete.sort()
+    if client is not None:
         summary.calls = client.stats.calls
         summary.failures = client.stats.failures
         summary.truncated = client.stats.truncated

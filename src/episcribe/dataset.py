@@ -293,6 +293,23 @@ class LeRobotDataset:
             )
         return Episode(info=info, timestamps=timestamps, task=info.tasks[0] if info.tasks else "")
 
+    def load_vectors(self, index: int, key: str) -> np.ndarray:
+        """A vector feature (``observation.state``, ``action``) of one episode as a
+        frames x channels float64 array, in frame order."""
+        info = self.episode_info(index)
+        table = _read_episode_rows(info.data_path, info.index, extra=(key,))
+        if "frame_index" in table.column_names:
+            table = table.sort_by("frame_index")
+        column = table.column(key)
+        if column.null_count or not (
+            pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type)
+        ):
+            raise DatasetError(
+                f"{info.data_path}: column {key!r} of episode {info.index} is not a vector per "
+                f"frame (type {column.type}, {column.null_count} nulls)"
+            )
+        return np.asarray(column.to_pylist(), dtype=np.float64).reshape(table.num_rows, -1)
+
     # -- files ---------------------------------------------------------------------
     def data_files(self) -> list[Path]:
         """Every data shard referenced by meta/episodes, in (chunk, file) order."""
@@ -539,20 +556,22 @@ def _listing(directory: Path, limit: int = 8) -> str:
     return _short_list(found, limit)
 
 
-def _read_episode_rows(path: Path, index: int) -> pa.Table:
-    """Only this episode's rows: row groups whose episode_index stats may hold it."""
+def _read_episode_rows(path: Path, index: int, extra: Sequence[str] = ()) -> pa.Table:
+    """Only this episode's rows (timestamp, episode_index, frame_index and ``extra``
+    columns): row groups whose episode_index stats may hold it."""
     if not path.is_file():
         raise DatasetError(f"data file {path} of episode {index} is missing")
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
-        absent = [c for c in ("timestamp", "episode_index") if c not in names]
+        absent = [c for c in ("timestamp", "episode_index", *extra) if c not in names]
         if absent:
             raise DatasetError(
                 f"data file {path} has no {' or '.join(repr(c) for c in absent)} column; "
                 "LeRobot v3 data shards need timestamp and episode_index for every frame"
+                + (f", and {', '.join(extra)} was asked for" if extra else "")
             )
-        columns = ["timestamp", "episode_index"] + (
+        columns = ["timestamp", "episode_index", *extra] + (
             ["frame_index"] if "frame_index" in names else []
         )
         ep_col = names.index("episode_index")

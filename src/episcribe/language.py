@@ -36,9 +36,15 @@ EVENT_STYLES = frozenset({"interjection", "vqa", "trace", None})
 # and must be null for every other style.
 CAMERA_STYLES = frozenset({"vqa", "trace"})
 
+# Styles that stay in staging and never reach the dataset (``staging.merge_modules``
+# leaves them out): a keystate of the robot's signals; a subtask boundary the plan module
+# moved onto one. Their content is a JSON object (see ``signals`` and ``modules.plan``).
+STAGING_STYLES = frozenset({"keystate", "snap"})
+
 # Which styles each module may emit (anything else from that module is an error).
 MODULE_STYLES: dict[str, frozenset[str | None]] = {
-    "plan": frozenset({"subtask", "plan", "memory", "motion", "task_aug"}),
+    "signals": frozenset({"motion", "keystate"}),
+    "plan": frozenset({"subtask", "plan", "memory", "task_aug", "snap"}),
     "interjections": frozenset({"interjection", None}),
     "plan_update": frozenset({"plan"}),
     "vqa": frozenset({"vqa"}),

@@ -39,11 +39,17 @@ SPLIT_LINE = "---"
 
 # The call kinds each module makes (plan_update: the plan refresh at interjections).
 MODULE_PROMPT_KINDS: dict[str, list[str]] = {
+    "signals": [],
     "plan": ["describe", "segment", "task_rephrasings", "derive_task", "memory"],
     "interjections": ["initial_speech", "interjection"],
     "plan_update": ["plan_refresh"],
     "vqa": ["vqa_bbox", "vqa_keypoint", "vqa_count", "vqa_attribute", "vqa_spatial"],
 }
+
+
+def asks_model(module: str) -> bool:
+    """Whether the module calls the model at all (``signals`` does not)."""
+    return bool(MODULE_PROMPT_KINDS[module])
 
 
 @dataclass(frozen=True)

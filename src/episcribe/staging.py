@@ -17,6 +17,14 @@ module's ``plan`` row at the same float32 timestamp. LeRobot resolves the plan a
 at t as *the* latest ``plan`` row at or before t, and two rows at one timestamp make it
 raise, so the written dataset has one ``plan`` row per timestamp. Both files keep their
 rows, so a diff of either still shows what its module said.
+
+Staging-only rows (``language.STAGING_STYLES``) never reach the dataset: the ``signals``
+module's ``keystate`` rows (one per keystate, at its frame; content
+``{"arm", "kind", "part"}``) are what the plan module reads to place its boundaries, and
+the plan module's ``snap`` rows (content ``{"from", "keystate"}``, at the boundary's new
+time) record each subtask boundary it moved onto a keystate. Keeping them as rows keeps
+one file per module and episode, cached and diffed like the rest; ``merge_modules``
+leaves them out, so the validator's resolver checks and the writer never see them.
 """
 
 from __future__ import annotations
@@ -29,9 +37,9 @@ from typing import Any
 
 from .atomic import atomic_path
 from .errors import UserError
-from .language import ROW_KEYS, column_for_style, float32_timestamp
+from .language import ROW_KEYS, STAGING_STYLES, column_for_style, float32_timestamp
 
-MODULES = ("plan", "interjections", "plan_update", "vqa")
+MODULES = ("signals", "plan", "interjections", "plan_update", "vqa")
 # module -> (the module whose rows it supersedes, the style, at the same timestamp)
 SUPERSEDES = {"plan_update": ("plan", "plan")}
 
@@ -132,8 +140,8 @@ def merge_modules(
 ) -> list[tuple[str, Mapping[str, Any]]]:
     """An episode's rows as the dataset gets them, each with the module it comes from.
 
-    Applies ``SUPERSEDES`` (see the module docstring); rows are otherwise kept as they
-    are, malformed ones included (validation reports those).
+    Applies ``SUPERSEDES`` and leaves out staging-only rows (see the module docstring);
+    rows are otherwise kept as they are, malformed ones included (validation reports those).
     """
     rows_by_module = {m: list(rows) for m, rows in rows_by_module.items()}
     superseded: dict[str, tuple[str, set[float]]] = {}
@@ -148,6 +156,8 @@ def merge_modules(
     for module, rows in rows_by_module.items():
         style, times = superseded.get(module, (None, set()))
         for row in rows:
+            if isinstance(row, Mapping) and row.get("style") in STAGING_STYLES:
+                continue
             if (
                 times
                 and isinstance(row, Mapping)

@@ -9,6 +9,8 @@ Errors (the write is refused unless ``skip_validation``):
   ``content``/``style``/``camera`` not a string or null, ``tool_calls`` not a list of
   objects or null (all of which the writer's Arrow cast would reject);
 - a row's style is unknown, or not one its module may emit (wrong column for the module);
+- a staging-only row (``keystate``, ``snap``) off the episode's frames or whose content is
+  not a JSON object (these rows are never written);
 - the camera rule: ``vqa``/``trace`` rows need a camera the dataset has, every other
   style has ``camera = null``;
 - a row with neither content nor tool calls; a ``style = null`` row without tool calls;
@@ -51,6 +53,7 @@ from .language import (
     EVENT_STYLES,
     MODULE_STYLES,
     PERSISTENT_STYLES,
+    STAGING_STYLES,
     column_for_style,
     is_speech_atom,
 )
@@ -155,7 +158,8 @@ def validate_episode(
                 continue
             style = row.get("style")
             try:
-                column_for_style(style)
+                if style not in STAGING_STYLES:
+                    column_for_style(style)
             except ValueError:
                 add(ERROR, module, ts, f"unknown style {style!r}")
                 continue
@@ -168,6 +172,11 @@ def validate_episode(
                     f"style {style!r} may not come from module {module!r} (allowed: {shown})",
                 )
                 continue
+            if style in STAGING_STYLES:
+                problem = _staging_only_problem(row, frames)
+                if problem:
+                    add(ERROR, module, ts, problem)
+                continue  # never written: no resolver or column rule applies
             cam = row.get("camera")
             if style in CAMERA_STYLES:
                 if not cam:
@@ -241,6 +250,19 @@ def validate_episode(
     if any(r["style"] in PERSISTENT_STYLES for _, r in good) and not plan_ts:
         add(WARNING, None, None, "persistent rows but no plan row in this episode")
     return sorted(problems, key=Problem.sort_key)
+
+
+def _staging_only_problem(row: Mapping, frames: set) -> str | None:
+    """A keystate or snap row must sit on a frame and hold a JSON object."""
+    if _f32(row["timestamp"]) not in frames:
+        return f"{row['style']} timestamp {row['timestamp']!r} is not one of the episode's frames"
+    try:
+        value = json.loads(row.get("content") or "")
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        return f"{row['style']} row content must be a JSON object, got {row.get('content')!r}"
+    return None
 
 
 # --- the report ------------------------------------------------------------------------

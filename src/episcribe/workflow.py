@@ -25,7 +25,7 @@ from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
 from .errors import ConfigError
 from .modules import DEPENDS_ON
-from .prompts import prompt_files
+from .prompts import asks_model, prompt_files
 from .staging import MODULES, staging_paths
 
 # Snakemake's cost per job grows with the number of jobs (shared/notes: 25+ minutes of
@@ -110,6 +110,7 @@ def push_repo(config: dict) -> str | None:
 def enabled_modules(config: dict) -> list[str]:
     """Modules that run, in pipeline order; plan_update follows interjections."""
     on = {
+        "signals": config["signals"]["enabled"],
         "plan": config["plan"]["enabled"],
         "interjections": config["interjections"]["enabled"],
         "plan_update": config["interjections"]["enabled"],
@@ -282,7 +283,8 @@ class WorkflowPlan:
             "module": module,
             "episodes": list(shard.episodes),
             "settings": self.module_settings(module),
-            "model": self.model,
+            # A module that asks no model is not re-run when the model changes.
+            "model": self.model if asks_model(module) else {},
             "seed": self.config["seed"] if module in SEEDED_MODULES else None,
             "dataset_root": str(self.dataset.root),
         }

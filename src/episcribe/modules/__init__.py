@@ -1,5 +1,6 @@
 """Annotation modules: each is ``async def run_episode(ctx: EpisodeContext) -> list[dict]``.
 
+- ``signals``: keystates (staging only) and motion rows from the robot's state (no model);
 - ``plan``: task_aug, subtask, plan and memory rows (persistent);
 - ``interjections``: the first acknowledgement and interjections with spoken replies (events);
 - ``plan_update``: a refreshed plan at every interjection (persistent);
@@ -8,9 +9,10 @@
 ``DEPENDS_ON`` names the modules whose staging rows a module reads (``ctx.upstream``).
 """
 
-from . import interjections, plan, plan_update, vqa
+from . import interjections, plan, plan_update, signals, vqa
 
 RUNNERS = {
+    "signals": signals.run_episode,
     "plan": plan.run_episode,
     "interjections": interjections.run_episode,
     "plan_update": plan_update.run_episode,
@@ -18,7 +20,8 @@ RUNNERS = {
 }
 
 DEPENDS_ON: dict[str, list[str]] = {
-    "plan": [],
+    "signals": [],
+    "plan": ["signals"],
     "interjections": ["plan"],
     "plan_update": ["plan", "interjections"],
     "vqa": [],

@@ -32,6 +32,8 @@ Per episode:
    shortest subtask is merged into its shorter neighbour ("A, then b"), so no part of the
    episode loses its label. Nothing usable from the
    model: one subtask, the effective task, over the whole episode (logged).
+   With the signals module on, its keystates are facts in the segment prompt and each
+   boundary near one moves onto it (``grounding``: snap rows record the moves).
 5. **plan** at every subtask start (``emit_plan``): the numbered subtasks still to do,
    the current one first. **memory** at every start but the first (``emit_memory``): one
    text-only call each, chained on the previous memory, so they run in sequence.
@@ -64,6 +66,7 @@ from .base import (
     sample_times,
     snap_indices,
 )
+from .grounding import facts, snap_boundaries, upstream_keystates
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ DEFAULTS = {
     "max_video_frames": 32,
     "subtask_window_seconds": 0,
     "plan_max_steps": 8,
+    "keystate_snap_seconds": 0.5,
     "min_subtask_seconds": 1.0,
     "subtask_describe_first": True,
     "emit_plan": True,
@@ -137,8 +141,11 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
             ctx.episode.index,
         )
         subtasks = [(0, task or FALLBACK_TASK)]
+    subtasks, snaps = snap_boundaries(
+        subtasks, ts, upstream_keystates(ctx), s["keystate_snap_seconds"]
+    )
 
-    rows: list[dict] = []
+    rows: list[dict] = snaps
     if s["n_task_rephrasings"] > 0:
         for text in ([task] if task else []) + rephrasings:
             rows.append(make_row("user", text, "task_aug", first))
@@ -299,6 +306,7 @@ async def _segment(ctx, task, times, frames, urls, history, steps, s):
         "min_seconds": f"{s['min_subtask_seconds']:g}",
         "first": f"{times[0]:.3f}",
         "last": f"{times[-1]:.3f}",
+        "keystates": facts(upstream_keystates(ctx), times[0], times[-1]),
     }
     schema = prompt.schema_with_items("subtasks", 1, steps)
     answer = await ctx.ask(
