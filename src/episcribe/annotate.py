@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import registry
 from .cache import EpisodeCache, digest, record_delivery
 from .dataset import LeRobotDataset
-from .modules import RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .outcomes import JobSummary, check_failures
 from .prompts import PromptSet, prompt_files
@@ -159,6 +159,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
     )
     slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
+    run_episode = registry.MODULES[spec.module].run_episode()
     limit = asyncio.Semaphore(spec.episode_concurrency)
     async with VlmClient(
         urls,
@@ -190,7 +191,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
                     upstream=upstream,
                     frames=FrameSource(dataset, episode, vlm),
                 )
-                rows = await RUNNERS[spec.module](ctx)
+                rows = await run_episode(ctx)
                 if not ctx.failed_calls:
                     cache.put(key, rows)
                 else:

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from . import registry
+
 PERSISTENT = "language_persistent"
 EVENTS = "language_events"
 LANGUAGE_COLUMNS = (PERSISTENT, EVENTS)
@@ -38,10 +40,7 @@ CAMERA_STYLES = frozenset({"vqa", "trace"})
 
 # Which styles each module may emit (anything else from that module is an error).
 MODULE_STYLES: dict[str, frozenset[str | None]] = {
-    "plan": frozenset({"subtask", "plan", "memory", "motion", "task_aug"}),
-    "interjections": frozenset({"interjection", None}),
-    "plan_update": frozenset({"plan"}),
-    "vqa": frozenset({"vqa"}),
+    spec.name: spec.styles for spec in registry.SPECS
 }
 
 # The ``info.json`` feature entry of both language columns.

@@ -5,21 +5,6 @@
 - ``plan_update``: a refreshed plan at every interjection (persistent);
 - ``vqa``: frame-grounded question/answer pairs per camera (events).
 
-``DEPENDS_ON`` names the modules whose staging rows a module reads (``ctx.upstream``).
+Each is declared in :mod:`episcribe.registry` (styles, upstream modules, prompt kinds,
+config section), which the rest of the package reads.
 """
-
-from . import interjections, plan, plan_update, vqa
-
-RUNNERS = {
-    "plan": plan.run_episode,
-    "interjections": interjections.run_episode,
-    "plan_update": plan_update.run_episode,
-    "vqa": vqa.run_episode,
-}
-
-DEPENDS_ON: dict[str, list[str]] = {
-    "plan": [],
-    "interjections": ["plan"],
-    "plan_update": ["plan", "interjections"],
-    "vqa": [],
-}
