@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from scenario import scenario_from_args  # noqa: E402
 from smk import Workspace  # noqa: E402
 
-from episcribe.report import build_report, metrics_files  # noqa: E402
+from episcribe.report.build import build_report  # noqa: E402
+from episcribe.report.usage import metrics_files  # noqa: E402
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
 

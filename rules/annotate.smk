@@ -1,4 +1,4 @@
-"""The annotation rules: one per module and shard of episodes.
+"""The annotation rules: one per module and shard of episodes, and a target per module.
 
   annotate_signals_<shard>        keystates and motion rows from the robot's state (no model)
   annotate_plan_<shard>           subtasks (describe -> segment), plan, memory, task_aug
@@ -9,21 +9,24 @@
 <shard> is e12 for the job of episode 12, or s3 for the third shard when a job covers
 several episodes (workflow.episodes_per_job); its log is named after its episodes.
 
+Why a Python loop of rules and not one wildcard rule: a shard job writes a variable list
+of per-episode files, which a wildcard rule cannot declare, and one job per episode costs
+about a CPU-second of start-up each (docs/architecture.md).
+
 Inputs of each job: exactly the prompt templates and answer schemas its module uses
-(episcribe.prompts.MODULE_PROMPT_KINDS), the data shards and videos holding its episodes,
-and the upstream modules' staging files (plan <- signals; interjections <- plan;
-plan_update <- plan, interjections). Params: its own config section, the model identity, the seed where the
-module draws from it. So editing prompts/vqa_*.txt re-runs only annotate_vqa jobs.
+(episcribe.registry), the data shards and videos holding its episodes, and the upstream
+modules' staging files (plan <- signals; interjections <- plan; plan_update <- plan,
+interjections). Params: its own config section, the model identity (none for signals,
+which asks no model), the seed where the module draws from it. So editing prompts/vqa_*.txt re-runs only annotate_vqa jobs.
 Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode.
 
-Priorities: the latency-bound chain plan -> interjections -> plan_update goes first (and
-deeper stages before new plan shards, so each shard's chain completes early); the
-throughput-bound vqa jobs, which alone keep the model server full, fill the vlm job
-slots left. All of them share vlm.client_concurrency requests in flight.
-"""
+Priorities come from the registry (the plan chain first, vqa fills the slots left). All
+jobs share vlm.client_concurrency requests in flight.
 
-# Higher runs first among ready jobs (Snakemake's default priority is 0).
-PRIORITY = {"signals": 40, "plan_update": 30, "interjections": 20, "plan": 10, "vqa": 0}
+Module targets: a rule named after each module (signals, plan, interjections, ...)
+needs all of that module's staging files, so `snakemake --cores all vqa` builds only the
+VQA staging, and `--until vqa` stops there.
+"""
 
 
 for module in PLAN.modules:
@@ -47,7 +50,7 @@ for module in PLAN.modules:
             # one submission: --group-components annotate=N there. No effect on local runs.
             group:
                 "annotate"
-            priority: PRIORITY[module]
+            priority: MODULE_SPECS[module].priority
             # No core of --cores: an annotate job mostly waits on the model server, and
             # holding a core would let a 2-core machine run only two of them at once, so
             # the latency-bound plan chain and the vqa jobs that fill the server would take
@@ -65,3 +68,13 @@ for module in PLAN.modules:
                 runtime=10 + 2 * len(shard.episodes),
             script:
                 "../scripts/annotate_episodes.py"
+
+
+for module in PLAN.modules:
+
+    rule:
+        name:
+            module
+        input:
+            [path for shard in SHARDS for path in getattr(rules, shard.rule_name(module)).output],
+        localrule: True

@@ -13,6 +13,7 @@ from pathlib import Path
 from episcribe.config import resolve
 from episcribe.errors import UserError
 from episcribe.outcomes import end_of_run_lines
+from episcribe.registry import MODULES as MODULE_SPECS
 from episcribe.vlm import server
 from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
 
@@ -40,10 +41,6 @@ SHARDS = PLAN.shards
 
 wildcard_constraints:
     episode=r"\d{6}",
-
-
-def module_enabled(module):
-    return module in PLAN.modules
 
 
 def job_inputs(module, shard):
@@ -131,7 +128,9 @@ def print_summary():
     validation = results / "validation" / "report.json"
     if validation.exists():
         print("\n".join(end_of_run_lines(json.loads(validation.read_text()))))
-    print(f"Annotated dataset: {Path(PLAN.destination() or PLAN.dataset.root).resolve()}")
+    manifest = results / "write" / "manifest.json"
+    if manifest.exists():  # not after a module target (snakemake vqa) alone
+        print(f"Annotated dataset: {json.loads(manifest.read_text())['destination']}")
     if (results / "report" / "summary.html").exists():
         print(f"Report: {results / 'report' / 'summary.html'} (or: snakemake --report report.html)")
 

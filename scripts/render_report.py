@@ -1,7 +1,7 @@
 """Entry point of the render_report rule: timelines and VQA overlays, from staging files."""
 
 from episcribe.logs import script_main
-from episcribe.report import render_images
+from episcribe.report.build import render_images
 
 
 def main(smk):

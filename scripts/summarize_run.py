@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from episcribe.logs import script_main
-from episcribe.report import metrics_files, summarize_run
+from episcribe.report.build import summarize_run
+from episcribe.report.usage import metrics_files
 
 
 def main(smk):

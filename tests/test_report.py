@@ -22,10 +22,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from episcribe import report
 from episcribe.dataset import LeRobotDataset
+from episcribe.frames import decode_frames
 from episcribe.language import make_row, speech_atom
-from episcribe.report.timeline import strip_slices
+from episcribe.report.build import (
+    MAX_OVERLAY_EPISODES,
+    MAX_TIMELINES,
+    build_report,
+    report_episodes,
+    sample_episodes,
+    summarize_run,
+)
+from episcribe.report.draw import PALETTE
+from episcribe.report.notes import load_notes, say_text
+from episcribe.report.overlays import MAX_VQA_PANELS, draw_answer, pick_vqa, render_vqa_sheet
+from episcribe.report.summary import summary_html
+from episcribe.report.timeline import (
+    LEFT,
+    RIGHT,
+    STRIP_FRAMES,
+    WIDTH,
+    render_timeline,
+    strip_slices,
+    strip_times,
+)
+from episcribe.report.usage import USAGE_COLUMNS, metrics_files, read_metrics, usage, usage_csv
+from episcribe.report.video import Clip, panel_frames, strip_frames
 from episcribe.staging import staging_file, write_rows
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
@@ -110,7 +132,7 @@ def staged(tmp_path_factory, synth_small):
 
 def test_collect_turns_rows_into_spans_markers_and_vqa(staged):
     dataset, staging = staged
-    episode, notes = report.load_notes(dataset, staging, 1, MODULES)
+    episode, notes = load_notes(dataset, staging, 1, MODULES)
     assert [s.text for s in notes.subtasks] == [
         "reach toward the red block with the open gripper",
         "grasp the red block",
@@ -140,45 +162,45 @@ def test_collect_turns_rows_into_spans_markers_and_vqa(staged):
 def test_speech_arguments_as_json_text_are_read():
     row = speech_atom("hello", 0.0)
     row["tool_calls"][0]["function"]["arguments"] = json.dumps({"text": "hello"})
-    assert report.say_text(row) == "hello"
+    assert say_text(row) == "hello"
 
 
 def test_missing_staging_files_are_named_not_fatal(staged, tmp_path):
     dataset, _ = staged
-    _, notes = report.load_notes(dataset, tmp_path, 0, MODULES)
+    _, notes = load_notes(dataset, tmp_path, 0, MODULES)
     assert notes.missing == MODULES and notes.subtasks == [] and notes.vqa == []
-    image = report.render_timeline(notes, [(0.0, None)], dataset.cameras[0])
-    assert image.width == report.WIDTH
+    image = render_timeline(notes, [(0.0, None)], dataset.cameras[0])
+    assert image.width == WIDTH
 
 
 def test_timeline_shows_real_frames_bars_and_texts(staged):
     dataset, staging = staged
-    episode, notes = report.load_notes(dataset, staging, 2, MODULES)
-    times = report.strip_times(notes, episode.timestamps, report.STRIP_FRAMES)
-    assert len(times) == report.STRIP_FRAMES and times == sorted(times)
+    episode, notes = load_notes(dataset, staging, 2, MODULES)
+    times = strip_times(notes, episode.timestamps, STRIP_FRAMES)
+    assert len(times) == STRIP_FRAMES and times == sorted(times)
     assert set(times) <= {float(t) for t in episode.timestamps}
-    frames = report.decode_frames(dataset.episode_info(2).videos[dataset.cameras[0]], times)
-    image = report.render_timeline(
+    frames = decode_frames(dataset.episode_info(2).videos[dataset.cameras[0]], times)
+    image = render_timeline(
         notes, list(zip(times, frames, strict=True)), dataset.cameras[0], cameras=dataset.cameras
     )
-    assert image.width == report.WIDTH
+    assert image.width == WIDTH
     assert 500 < image.height < 1400
     px = np.asarray(image)
     # The first subtask bar is filled with the first palette colour at its start.
-    bar = px[:, report.LEFT + 5]
-    assert (bar == report.PALETTE[0]).all(axis=1).sum() >= 20
+    bar = px[:, LEFT + 5]
+    assert (bar == PALETTE[0]).all(axis=1).sum() >= 20
     # The third subtask's colour appears too (a bar, a legend tag).
-    assert (px == report.PALETTE[2]).all(axis=2).sum() > 200
+    assert (px == PALETTE[2]).all(axis=2).sum() > 200
     # The frame strip holds frames, not a placeholder: many distinct colours.
-    strip = px[60:200, report.LEFT : report.WIDTH - report.RIGHT].reshape(-1, 3)
+    strip = px[60:200, LEFT : WIDTH - RIGHT].reshape(-1, 3)
     assert len(np.unique(strip, axis=0)) > 200
 
 
 def test_bbox_is_drawn_where_the_answer_says():
     image = Image.new("RGB", (200, 100), (128, 128, 128))
     answer = {"detections": [{"label": "", "bbox_format": "xyxy", "bbox": [20, 30, 120, 80]}]}
-    out = np.asarray(report.draw_answer(image, answer))
-    colour = report.PALETTE[0]
+    out = np.asarray(draw_answer(image, answer))
+    colour = PALETTE[0]
     for x, y in [(20, 55), (120, 55), (70, 30), (70, 80)]:  # the four edges
         assert tuple(out[y, x]) == colour, (x, y)
     assert tuple(out[55, 70]) == (128, 128, 128)  # inside: untouched
@@ -190,40 +212,40 @@ def test_coordinates_are_scaled_with_the_image():
     # An answer in 640x480 source pixels drawn on a 320x240 thumbnail.
     image = Image.new("RGB", (320, 240), (0, 0, 0))
     answer = {"detections": [{"label": "x", "bbox_format": "xyxy", "bbox": [400, 200, 600, 400]}]}
-    out = np.asarray(report.draw_answer(image, answer, scale=0.5))
-    assert tuple(out[150, 200]) == report.PALETTE[0]  # left edge at x=200
+    out = np.asarray(draw_answer(image, answer, scale=0.5))
+    assert tuple(out[150, 200]) == PALETTE[0]  # left edge at x=200
     assert tuple(out[150, 250]) == (0, 0, 0)
 
 
 def test_keypoint_marks_the_point():
     image = Image.new("RGB", (200, 200), (0, 0, 0))
     answer = {"label": "", "point_format": "xy", "point": [100, 60]}
-    out = np.asarray(report.draw_answer(image, answer))
+    out = np.asarray(draw_answer(image, answer))
     ring = out[50:71, 90:111]
-    assert (ring == report.PALETTE[0]).all(axis=2).sum() > 20
+    assert (ring == PALETTE[0]).all(axis=2).sum() > 20
     assert (out[150:, :] == 0).all() and (out[:, :60] == 0).all()  # nothing far away
 
 
 def test_pick_vqa_caps_and_prefers_grounded_answers(staged):
     dataset, staging = staged
-    _, notes = report.load_notes(dataset, staging, 0, MODULES)
+    _, notes = load_notes(dataset, staging, 0, MODULES)
     items = [v for v in notes.vqa if v.camera == dataset.cameras[0]] * 3
-    chosen = report.pick_vqa(items, cap=6)
+    chosen = pick_vqa(items, cap=6)
     assert len(chosen) == 6
     assert sum(v.shape in ("bbox", "keypoint") for v in chosen) >= 4
     assert [v.t for v in chosen] == sorted(v.t for v in chosen)
-    assert report.pick_vqa(items[:3], cap=6) == items[:3]
+    assert pick_vqa(items[:3], cap=6) == items[:3]
 
 
 def test_overlay_sheet_has_a_panel_per_frame_with_boxes(staged):
     dataset, staging = staged
-    _, notes = report.load_notes(dataset, staging, 0, MODULES)
+    _, notes = load_notes(dataset, staging, 0, MODULES)
     cam = dataset.cameras[0]
     pairs = [v for v in notes.vqa if v.camera == cam]
-    items = report.pick_vqa(pairs)
-    assert len(pairs) > report.MAX_VQA_PANELS == len(items)
-    frames = report.decode_frames(dataset.episode_info(0).videos[cam], [v.t for v in items])
-    sheet = report.render_vqa_sheet(notes, cam, list(zip(items, frames, strict=True)), len(pairs))
+    items = pick_vqa(pairs)
+    assert len(pairs) > MAX_VQA_PANELS == len(items)
+    frames = decode_frames(dataset.episode_info(0).videos[cam], [v.t for v in items])
+    sheet = render_vqa_sheet(notes, cam, list(zip(items, frames, strict=True)), len(pairs))
     rows = -(-len(items) // 2)
     assert sheet.width == 2 * (360 + 14 + 330) + 3 * 14
     assert sheet.height >= 60 + rows * 270
@@ -235,14 +257,14 @@ def test_overlay_sheet_has_a_panel_per_frame_with_boxes(staged):
     px = np.asarray(sheet)
     x = 14 + round(x1 * scale)
     y = 60 + round((y1 + y2) / 2 * scale)
-    assert tuple(px[y, x]) == report.PALETTE[0]
+    assert tuple(px[y, x]) == PALETTE[0]
     # Frames that come scaled to the panel already (as build_report has them converted)
     # get the boxes at the same place: coordinates stay the source's.
     scaled = [im.resize((360, round(seg.height * scale))) for im in frames]
-    sheet2 = report.render_vqa_sheet(
+    sheet2 = render_vqa_sheet(
         notes, cam, list(zip(items, scaled, strict=True)), len(pairs), source_width=seg.width
     )
-    assert tuple(np.asarray(sheet2)[y, x]) == report.PALETTE[0]
+    assert tuple(np.asarray(sheet2)[y, x]) == PALETTE[0]
 
 
 def test_usage_aggregates_metrics(tmp_path):
@@ -261,7 +283,7 @@ def test_usage_aggregates_metrics(tmp_path):
         for k in range(1, 11)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
-    rows = report.usage(report.read_metrics([path, tmp_path / "missing.jsonl"]), ["plan", "vqa"])
+    rows = usage(read_metrics([path, tmp_path / "missing.jsonl"]), ["plan", "vqa"])
     plan, vqa, kind, total = rows
     assert plan["module"] == "plan" and plan["calls"] == 0
     assert vqa["kind"] == "all" and kind["kind"] == "vqa_bbox"
@@ -272,8 +294,8 @@ def test_usage_aggregates_metrics(tmp_path):
     assert vqa["latency_p90_s"] == pytest.approx(9.1)
     assert vqa["latency_max_s"] == 10
     assert total["module"] == "total" and total["calls"] == 10
-    parsed = list(csv.DictReader(io.StringIO(report.usage_csv(rows))))
-    assert parsed[1]["calls"] == "10" and list(parsed[0]) == list(report.USAGE_COLUMNS)
+    parsed = list(csv.DictReader(io.StringIO(usage_csv(rows))))
+    assert parsed[1]["calls"] == "10" and list(parsed[0]) == list(USAGE_COLUMNS)
 
 
 def test_usage_reads_clean_files_fast_and_skips_bad_lines(tmp_path):
@@ -291,8 +313,8 @@ def test_usage_reads_clean_files_fast_and_skips_bad_lines(tmp_path):
     (tmp_path / "annotate_vqa" / "episode_000000.metrics.jsonl").write_text(
         json.dumps({"kind": "vqa_bbox", "latency_s": 2, "outcome": "invalid"}) + "\n"
     )
-    paths = report.metrics_files(tmp_path, ["plan", "vqa"], [0, 1, 2])
-    rows = report.usage(report.read_metrics(paths), ["plan", "vqa"])
+    paths = metrics_files(tmp_path, ["plan", "vqa"], [0, 1, 2])
+    rows = usage(read_metrics(paths), ["plan", "vqa"])
     plan, segment, vqa, bbox, total = rows
     assert plan["calls"] == segment["calls"] == 7  # 6 + the one good line of the bad file
     assert plan["prompt_tokens"] == 70 and plan["retries"] == 3 and plan["failed"] == 0
@@ -305,7 +327,7 @@ def test_metrics_files_of_this_run_only(tmp_path):
         path = tmp_path / "annotate_vqa" / f"{name}.metrics.jsonl"
         path.parent.mkdir(exist_ok=True)
         path.write_text("")
-    found = report.metrics_files(tmp_path, ["plan", "vqa"], [1, 2, 3])
+    found = metrics_files(tmp_path, ["plan", "vqa"], [1, 2, 3])
     assert [p.name for p in found] == [
         "episode_000001.metrics.jsonl",
         "episodes_000002-000003.metrics.jsonl",
@@ -329,14 +351,14 @@ def test_summary_html_shows_validation_styles_and_usage():
             }
         ],
     }
-    page = report.summary_html(
+    page = summary_html(
         dataset="synth",
         episodes=[0, 1],
         shown=[0, 1],
         modules=["plan"],
         model={"model_id": "m"},
         validation=validation,
-        usage_rows=report.usage([], ["plan"]),
+        usage_rows=usage([], ["plan"]),
     )
     assert "FAILED" in page and "a &lt;bad&gt; row" in page
     assert "speech (say tool call)" in page and "Model usage" in page
@@ -345,7 +367,7 @@ def test_summary_html_shows_validation_styles_and_usage():
 
 def _build_report(dataset, staging, out, episodes, **caps):
     """The whole report of the staged episodes into ``out``, no metrics or validation."""
-    return report.build_report(
+    return build_report(
         dataset_root=dataset.root,
         staging_dir=staging,
         episodes=episodes,
@@ -366,7 +388,7 @@ def test_build_report_renders_every_timeline_and_sampled_overlays(staged, tmp_pa
     out = tmp_path / "report"
     result = _build_report(dataset, staging, out, dataset.episode_indices())
     episodes = dataset.episode_indices()  # six: a timeline each, overlays for four
-    assert report.MAX_OVERLAY_EPISODES == 4 < len(episodes) < report.MAX_TIMELINES
+    assert MAX_OVERLAY_EPISODES == 4 < len(episodes) < MAX_TIMELINES
     assert result["timelines"] == len(episodes)
     assert sorted(p.name for p in (out / "timelines").iterdir()) == [
         f"episode_{i:06d}.png" for i in episodes
@@ -381,12 +403,12 @@ def test_build_report_renders_every_timeline_and_sampled_overlays(staged, tmp_pa
             with Image.open(out / "vqa" / f"episode_{i:06d}__{cam}.jpg") as im:
                 assert im.format == "JPEG" and im.width > 1000
     with Image.open(out / "timelines" / "episode_000000.png") as im:
-        assert im.format == "PNG" and im.width == report.WIDTH
+        assert im.format == "PNG" and im.width == WIDTH
 
 
 def test_sample_episodes_is_even_and_bounded():
-    assert report.sample_episodes(range(10), cap=20) == list(range(10))
-    picked = report.sample_episodes(range(1000), cap=50)
+    assert sample_episodes(range(10), cap=20) == list(range(10))
+    picked = sample_episodes(range(1000), cap=50)
     assert len(picked) == 50 and picked[0] == 0 and picked[-1] == 999
     gaps = np.diff(picked)
     assert gaps.min() >= 20 and gaps.max() <= 21
@@ -396,10 +418,10 @@ def test_summary_names_the_drawn_episodes_without_the_images(tmp_path):
     """summarize_run computes which episodes have images as render_images does, from the
     plan's episodes (or their sample: report_episodes is idempotent)."""
     episodes = list(range(1000))
-    shown, overlaid = report.report_episodes(episodes)
-    assert report.report_episodes(shown) == (shown, overlaid)
-    assert len(shown) == report.MAX_TIMELINES and set(overlaid) <= set(shown)
-    result = report.summarize_run(
+    shown, overlaid = report_episodes(episodes)
+    assert report_episodes(shown) == (shown, overlaid)
+    assert len(shown) == MAX_TIMELINES and set(overlaid) <= set(shown)
+    result = summarize_run(
         dataset_name="synth",
         episodes=episodes,
         modules=MODULES,
@@ -411,7 +433,7 @@ def test_summary_names_the_drawn_episodes_without_the_images(tmp_path):
     )
     assert result["calls"] == 0
     page = (tmp_path / "summary.html").read_text()
-    assert f"Timelines are drawn for {report.MAX_TIMELINES} evenly spaced episodes" in page
+    assert f"Timelines are drawn for {MAX_TIMELINES} evenly spaced episodes" in page
     assert ", ".join(map(str, overlaid)) in page and "No validation report" in page
     assert (tmp_path / "usage.csv").read_text().startswith("module,kind,calls")
 
@@ -433,24 +455,24 @@ def test_build_report_is_bounded_by_its_caps(staged, tmp_path):
     assert "VQA overlays are drawn for 2 evenly spaced episodes of 6: 0, 5" in page
     # One decode per strip frame and panel: none from a GOP's middle here (GOP 2 s,
     # every VQA tick at a keyframe has a keyframe to take).
-    assert result["keyframes"] <= 4 * report.STRIP_FRAMES + 2 * 2 * report.MAX_VQA_PANELS
+    assert result["keyframes"] <= 4 * STRIP_FRAMES + 2 * 2 * MAX_VQA_PANELS
 
 
 def test_strip_takes_a_keyframe_in_each_slice(staged):
     dataset, staging = staged
-    episode, notes = report.load_notes(dataset, staging, 2, MODULES)
+    episode, notes = load_notes(dataset, staging, 2, MODULES)
     segment = dataset.episode_info(2).videos[dataset.cameras[0]]
-    centres = report.strip_times(notes, episode.timestamps)
+    centres = strip_times(notes, episode.timestamps)
     slices = strip_slices(notes, len(centres))
-    with report.Clip(segment) as clip:
-        strip = report.strip_frames(clip, slices, centres)
+    with Clip(segment) as clip:
+        strip = strip_frames(clip, slices, centres)
         keyframes = sum(clip.is_keyframe(t) for t, _ in strip)
-        thumbs = report.strip_frames(clip, slices, centres, (40, 30))
+        thumbs = strip_frames(clip, slices, centres, (40, 30))
     # Keyframes come as thumbnails when asked (scaled while converted), others full size.
     assert [im.size for t, im in thumbs if round(t, 4) in (0.0, 2.0)] == [(40, 30)] * 2
     assert [t for t, _ in thumbs] == [t for t, _ in strip]
     times = [t for t, _ in strip]
-    assert len(strip) == len(slices) == report.STRIP_FRAMES
+    assert len(strip) == len(slices) == STRIP_FRAMES
     assert times == sorted(set(times))
     frame_times = {round(float(t), 4) for t in episode.timestamps}
     for (start, end), t in zip(slices, times, strict=True):
@@ -459,7 +481,7 @@ def test_strip_takes_a_keyframe_in_each_slice(staged):
     # and take the frame at their centre.
     assert keyframes == 2
     # Each image is the very frame at its time, as the exact (one-pass) reader decodes it.
-    exact = report.decode_frames(segment, times)
+    exact = decode_frames(segment, times)
     for (t, image), reference in zip(strip, exact, strict=True):
         diff = np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int))
         assert diff.max() <= 2, t
@@ -467,18 +489,18 @@ def test_strip_takes_a_keyframe_in_each_slice(staged):
 
 def test_panels_prefer_keyframes_and_show_the_exact_frames(staged):
     dataset, staging = staged
-    _, notes = report.load_notes(dataset, staging, 1, MODULES)
+    _, notes = load_notes(dataset, staging, 1, MODULES)
     cam = dataset.cameras[1]
     segment = dataset.episode_info(1).videos[cam]
     pairs = [v for v in notes.vqa if v.camera == cam]
-    with report.Clip(segment) as clip:
+    with Clip(segment) as clip:
         cheap = [v for v in pairs if clip.is_keyframe(v.t)]
-        chosen = report.pick_vqa(pairs, cap=3, cheap=lambda v: clip.is_keyframe(v.t))
-        images = report.panel_frames(clip, [v.t for v in chosen] + [pairs[1].t])
+        chosen = pick_vqa(pairs, cap=3, cheap=lambda v: clip.is_keyframe(v.t))
+        images = panel_frames(clip, [v.t for v in chosen] + [pairs[1].t])
     assert [v.t for v in cheap] == [0.0, 2.0]  # keyframes every 2 s
     assert set(map(id, cheap)) <= set(map(id, chosen)) and len(chosen) == 3
     # A non-keyframe (decoded from its GOP) too: every image is its exact frame.
-    exact = report.decode_frames(segment, [v.t for v in chosen] + [pairs[1].t])
+    exact = decode_frames(segment, [v.t for v in chosen] + [pairs[1].t])
     for image, reference in zip(images, exact, strict=True):
         diff = np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int))
         assert diff.max() <= 2

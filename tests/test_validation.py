@@ -88,6 +88,7 @@ def test_full_staging_set_has_no_problems(g1, tmp_path):
     # Staging-only rows are checked but never counted as written rows.
     assert report.counts["motion"] == 2 * n and "keystate" not in report.counts
     assert "snap" not in report.counts
+    # Rows as written: of the 3 staged plan rows, the refreshed one replaces the one at mid.
     assert report.counts["plan"] == 2 * n and report.counts["task_aug"] == 2 * n
 
 

@@ -256,3 +256,12 @@ def test_real_av1_dataset_is_annotated_end_to_end(g1_source, tmp_path):
     for name in src.column_names:
         assert dst.column(name).equals(src.column(name))
     assert tree_hashes(g1_source) == before
+
+
+def test_a_module_target_builds_only_that_module(dataset, tmp_path):
+    ws = Workspace(tmp_path, dataset)
+    run = ws.run("vqa")
+    assert run.modules_run() == {"annotate_vqa", "vqa"}
+    assert sorted(ws.staging("synth")) == [f"episode_{e:06d}/vqa.jsonl" for e in range(3)]
+    run = ws.run("interjections")
+    assert run.modules_run() == {"annotate_plan", "annotate_interjections", "interjections"}

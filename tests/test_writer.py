@@ -70,7 +70,7 @@ def _shards(root: Path) -> list[Path]:
 
 def _expected(staging: Path, episode: int):
     """The staged rows as written: a refreshed plan (plan_update) takes the place of the
-    plan module's plan row at its timestamp."""
+    plan module's plan row at its timestamp; keystate and snap rows stay in staging."""
     staged = {m: read_rows(staging_file(staging, episode, m)) for m in MODULES}
     refreshed = {r["timestamp"] for r in staged["plan_update"] if r["style"] == "plan"}
     rows = [
@@ -78,7 +78,9 @@ def _expected(staging: Path, episode: int):
         for m in MODULES
         for r in staged[m]
         if not (m == "plan" and r["style"] == "plan" and r["timestamp"] in refreshed)
+        and r["style"] not in L.STAGING_STYLES
     ]
+    assert any(r["style"] in L.STAGING_STYLES for rows in staged.values() for r in rows)
     assert refreshed and len(rows) < sum(map(len, staged.values())), "nothing was superseded"
     persistent = sorted(
         (r for r in rows if L.column_for_style(r["style"]) == L.PERSISTENT),
@@ -189,8 +191,9 @@ def test_new_root_links_videos_and_meta_and_rewrites_shards(written, g1_source):
         "meta/episcribe.json",
     ]
     assert m["files_linked"] == 4 and m["files_copied"] == 0
-    # 9 staged persistent rows per episode, one plan row superseded by the refreshed plan.
-    assert m["events_unplaced"] == 0 and m["rows"][L.PERSISTENT] == 3 * 8
+    # 10 staged persistent rows per episode (keystate and snap rows stay in staging), one
+    # plan row superseded by the refreshed plan.
+    assert m["events_unplaced"] == 0 and m["rows"][L.PERSISTENT] == 3 * 9
 
 
 def test_rewriting_into_a_previous_output_gives_identical_files(written, tmp_path):
@@ -262,7 +265,8 @@ def test_unknown_style_fails_before_any_file_is_written(g1_copy, tmp_path):
 def test_a_missing_staging_file_refuses_the_write_and_names_it(g1_copy, tmp_path):
     """A module's rows are never dropped in silence: no file of the dataset is touched."""
     ds = LeRobotDataset.open(g1_copy)
-    stage(tmp_path / "staging", 2, {"plan": full_staging(ds.load_episode(2), ds.cameras)["plan"]})
+    rows = full_staging(ds.load_episode(2), ds.cameras)
+    stage(tmp_path / "staging", 2, {m: rows[m] for m in ("signals", "plan")})
     with pytest.raises(UserError, match=r"episode 2: no staging file .*interjections\.jsonl"):
         write_annotated(ds, tmp_path / "staging", [2], MODULES, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import registry
 from .cache import EpisodeCache, digest, record_delivery
 from .dataset import LeRobotDataset
-from .modules import RUNNERS
 from .modules.base import EpisodeContext, FrameSource
 from .outcomes import JobSummary, check_failures
 from .prompts import PromptSet, asks_model, prompt_files
@@ -181,6 +181,7 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
     """Run the module on each pending episode, caching and staging each as it finishes
     (``client`` is None for a module that asks no model)."""
     limit = asyncio.Semaphore(spec.episode_concurrency)
+    run_episode = registry.MODULES[spec.module].run_episode()
 
     async def one(index: int, key: str, upstream: dict) -> None:
         async with limit:
@@ -198,7 +199,7 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
                 upstream=upstream,
                 frames=FrameSource(dataset, episode, vlm),
             )
-            rows = await RUNNERS[spec.module](ctx)
+            rows = await run_episode(ctx)
             if not ctx.failed_calls:
                 cache.put(key, rows)
             else:

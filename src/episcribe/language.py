@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from . import registry
+
 PERSISTENT = "language_persistent"
 EVENTS = "language_events"
 LANGUAGE_COLUMNS = (PERSISTENT, EVENTS)
@@ -43,11 +45,7 @@ STAGING_STYLES = frozenset({"keystate", "snap"})
 
 # Which styles each module may emit (anything else from that module is an error).
 MODULE_STYLES: dict[str, frozenset[str | None]] = {
-    "signals": frozenset({"motion", "keystate"}),
-    "plan": frozenset({"subtask", "plan", "memory", "task_aug", "snap"}),
-    "interjections": frozenset({"interjection", None}),
-    "plan_update": frozenset({"plan"}),
-    "vqa": frozenset({"vqa"}),
+    spec.name: spec.styles for spec in registry.SPECS
 }
 
 # The ``info.json`` feature entry of both language columns.

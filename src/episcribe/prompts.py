@@ -33,17 +33,14 @@ from typing import Any
 
 import jsonschema
 
+from . import registry
 from .errors import UserError
 
 SPLIT_LINE = "---"
 
-# The call kinds each module makes (plan_update: the plan refresh at interjections).
-MODULE_PROMPT_KINDS: dict[str, list[str]] = {
-    "signals": [],
-    "plan": ["describe", "segment", "task_rephrasings", "derive_task", "memory"],
-    "interjections": ["initial_speech", "interjection"],
-    "plan_update": ["plan_refresh"],
-    "vqa": ["vqa_bbox", "vqa_keypoint", "vqa_count", "vqa_attribute", "vqa_spatial"],
+# The call kinds each module makes.
+MODULE_PROMPT_KINDS: dict[str, tuple[str, ...]] = {
+    spec.name: spec.prompt_kinds for spec in registry.SPECS
 }
 
 

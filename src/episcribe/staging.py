@@ -35,13 +35,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import registry
 from .atomic import atomic_path
 from .errors import UserError
 from .language import ROW_KEYS, STAGING_STYLES, column_for_style, float32_timestamp
 
-MODULES = ("signals", "plan", "interjections", "plan_update", "vqa")
-# module -> (the module whose rows it supersedes, the style, at the same timestamp)
-SUPERSEDES = {"plan_update": ("plan", "plan")}
+MODULES = registry.NAMES
 
 
 def staging_file(staging_dir: str | os.PathLike, episode: int, module: str) -> Path:
@@ -140,12 +139,15 @@ def merge_modules(
 ) -> list[tuple[str, Mapping[str, Any]]]:
     """An episode's rows as the dataset gets them, each with the module it comes from.
 
-    Applies ``SUPERSEDES`` and leaves out staging-only rows (see the module docstring);
-    rows are otherwise kept as they are, malformed ones included (validation reports those).
+    Applies each module's ``supersedes`` (``registry``; see the module docstring) and
+    leaves out staging-only rows; rows are otherwise kept as they are, malformed ones
+    included (validation reports those).
     """
     rows_by_module = {m: list(rows) for m, rows in rows_by_module.items()}
     superseded: dict[str, tuple[str, set[float]]] = {}
-    for module, (target, style) in SUPERSEDES.items():
+    for module, (target, style) in (
+        (spec.name, spec.supersedes) for spec in registry.SPECS if spec.supersedes
+    ):
         times = {
             _float32_or_none(r.get("timestamp"))
             for r in rows_by_module.get(module, ())

@@ -19,14 +19,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hub
+from . import hub, registry
 from .annotate import model_identity
 from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
 from .errors import ConfigError
-from .modules import DEPENDS_ON
 from .prompts import asks_model, prompt_files
-from .staging import MODULES, staging_paths
+from .staging import staging_paths
 
 # Snakemake's cost per job grows with the number of jobs (shared/notes: 25+ minutes of
 # pure overhead at 20,000 jobs; bench_scale: a no-op re-run of 10,000 episodes takes
@@ -39,8 +38,6 @@ MAX_JOBS = 1000
 # nothing, so rebuilding one episode stays cheap in a big shard.
 AUTO_EPISODES_PER_JOB = 32
 SERVER_RUN_DIR = Path(".episcribe") / "server"
-# Modules that draw from the seeded RNG; only their jobs re-run when the seed changes.
-SEEDED_MODULES = ("interjections", "vqa")
 
 
 @dataclass(frozen=True)
@@ -107,18 +104,6 @@ def push_repo(config: dict) -> str | None:
     return repo
 
 
-def enabled_modules(config: dict) -> list[str]:
-    """Modules that run, in pipeline order; plan_update follows interjections."""
-    on = {
-        "signals": config["signals"]["enabled"],
-        "plan": config["plan"]["enabled"],
-        "interjections": config["interjections"]["enabled"],
-        "plan_update": config["interjections"]["enabled"],
-        "vqa": config["vqa"]["enabled"],
-    }
-    return [m for m in MODULES if on[m]]
-
-
 def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> list[Shard]:
     if per_job == "auto":
         within_max_jobs = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
@@ -144,7 +129,7 @@ class WorkflowPlan:
         self.dataset = LeRobotDataset.open(dataset_root(config))
         self.name = dataset_name(config)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
-        self.modules = enabled_modules(config)
+        self.modules = registry.enabled(config)
         self.shards = shard_episodes(
             self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
         )
@@ -249,7 +234,7 @@ class WorkflowPlan:
 
     # -- rule inputs and params ------------------------------------------------------
     def upstream(self, module: str) -> list[str]:
-        return [m for m in DEPENDS_ON[module] if m in self.modules]
+        return [m for m in registry.MODULES[module].upstream if m in self.modules]
 
     def prompt_inputs(self, module: str) -> list[str]:
         return [str(p) for p in prompt_files(self.prompts_dir, module)]
@@ -271,11 +256,8 @@ class WorkflowPlan:
         return {str(e): runs[e] for e in shard.episodes if e in runs}
 
     def module_settings(self, module: str) -> dict:
-        if module == "plan_update":
-            # plan_update reads no plan.* knob of its own: its inputs are the plan and
-            # interjection rows, so it re-runs whenever they change.
-            return {}
-        return self.config[module]
+        spec = registry.MODULES[module]
+        return self.config[spec.section] if spec.settings else {}
 
     def module_params(self, module: str, shard: Shard) -> dict:
         """The rule's params: exactly what may change this module's answers."""
@@ -285,6 +267,7 @@ class WorkflowPlan:
             "settings": self.module_settings(module),
             # A module that asks no model is not re-run when the model changes.
             "model": self.model if asks_model(module) else {},
-            "seed": self.config["seed"] if module in SEEDED_MODULES else None,
+            # Only the jobs of modules that draw from the seeded RNG re-run when it changes.
+            "seed": self.config["seed"] if registry.MODULES[module].seeded else None,
             "dataset_root": str(self.dataset.root),
         }

@@ -39,7 +39,7 @@ class Clip:
         self.segment = segment
         self._container = None
         self._keys: dict[float, float | None] = {}
-        self.grabs = self.probes = 0
+        self.grabs = 0
         self.period = 1.0 / 30
         # One converter for all frames: frame.to_image() sets up a new swscale context
         # for every frame, which costs more (~0.7 ms at 320x240) than decoding it.
@@ -78,7 +78,6 @@ class Clip:
             return None
         key = round(t, 6)
         if key not in self._keys:
-            self.probes += 1
             found = None
             try:
                 self._seek(t)

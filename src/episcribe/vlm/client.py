@@ -62,10 +62,6 @@ class CallStats:
     truncated: int = 0  # answers cut at their token budget (finish_reason length)
     cached_tokens: int = 0  # prompt tokens the server reported as served from its cache
 
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
 
 class InvalidAnswer(ValueError):
     """The model's answer is not a JSON object valid for the schema."""
