@@ -179,9 +179,9 @@ def gripper_opening(values: np.ndarray, settings: Mapping) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Transition:
-    start: int  # last frame in the old state
+    start: int  # where the opening starts moving (the motion primitive begins)
     middle: int  # the keystate: the crossing of the middle
-    end: int  # first frame in the new state
+    end: int  # where it stops moving
     closing: bool
 
 
@@ -204,7 +204,13 @@ def gripper_transitions(opening: np.ndarray, settings: Mapping, fps: float) -> l
                 for j in range(i, last_in_state, -1)
                 if (n[j] < 0.5 <= n[j - 1] if closing else n[j] > 0.5 >= n[j - 1])
             )
-            out.append(Transition(last_in_state, middle, i, closing))
+            sign = 1 if closing else -1  # the direction the opening moves
+            start, end = middle, middle
+            while start > last_in_state and sign * (n[start - 1] - n[start]) > 0:
+                start -= 1
+            while end + 1 < len(n) and sign * (n[end] - n[end + 1]) > 0:
+                end += 1
+            out.append(Transition(start, middle, end, closing))
         state, last_in_state = now, i
     hold = _frames(settings["min_hold_seconds"], fps)
     kept: list[Transition] = []
@@ -261,8 +267,13 @@ def _who(arm: str, part: str) -> str:
 def analyse(
     values: np.ndarray, channels: Channels, settings: Mapping, fps: float
 ) -> EpisodeSignals:
-    """Keystates and per-frame motion primitives of one episode (``values``: frames x dims)."""
+    """Keystates and per-frame motion primitives of one episode (``values``: frames x dims).
+
+    An arm's primitives shorter than ``motion_min_seconds`` join a neighbour; a gripper's
+    opening or closing is always kept (it is short, and it is what matters most).
+    """
     values = np.asarray(values, dtype=np.float64)
+    min_frames = _frames(settings["motion_min_seconds"], fps)
     frames = len(values)
     keystates: list[Keystate] = []
     per_arm: dict[str, list[str]] = {}
@@ -286,8 +297,8 @@ def analyse(
         for f in rest_onsets(speed, settings, fps):
             keystates.append(Keystate(f, "rest", arm, "arm"))
         phrases = per_arm.setdefault(arm, [""] * frames)
-        for f in range(frames):
-            phrases[f] = phrases[f] or phrases_arm[f]
+        for f, phrase in enumerate(_per_frame(primitive_runs(phrases_arm, min_frames), frames)):
+            phrases[f] = phrases[f] or phrase
     keystates.sort(key=lambda k: (k.frame, KINDS.index(k.kind), k.arm))
     merged = [
         "; ".join(p for arm in sorted(per_arm) if (p := per_arm[arm][f])) for f in range(frames)
@@ -336,6 +347,13 @@ def _ee_phrases(values, channels: Channels, arm: str, settings, fps, phrases: li
             k = int(np.abs(rotation[f]).argmax())
             sense = "positive" if rotation[f][k] > 0 else "negative"
             phrases[f] = f"rotate {who} ({ROTATION_WORDS[k]}, {sense})"
+
+
+def _per_frame(runs: Sequence[tuple[int, str]], frames: int) -> list[str]:
+    out = [""] * frames
+    for (start, phrase), end in zip(runs, [r[0] for r in runs[1:]] + [frames], strict=True):
+        out[start:end] = [phrase] * (end - start)
+    return out
 
 
 def primitive_runs(primitives: Sequence[str], min_frames: int) -> list[tuple[int, str]]:

@@ -5,8 +5,8 @@ names in ``meta/info.json`` (``episcribe.signals``), and returns
 
 - one ``keystate`` row (staging only, see ``staging``) per keystate, at its frame;
 - one ``motion`` row (persistent, role assistant) at every change of motion primitive
-  ("close the right hand", "move the arm up and forward", "hold the arm still"), each
-  primitive lasting at least ``signals.motion_min_seconds``. At most one per timestamp
+  ("close the right hand", "move the arm up and forward", "hold the arm still"), an
+  arm's primitives lasting at least ``signals.motion_min_seconds``. At most one per timestamp
   and every row on a frame of the episode, as LeRobot's ``active_at(style=motion)`` needs.
 
 A dataset whose names identify no channel gets a logged note and no rows, never a guess.
@@ -18,6 +18,7 @@ import logging
 
 from .. import signals
 from ..language import make_row
+from ..resolvers import EMITTED_AT_TOLERANCE_S
 from .base import EpisodeContext, frame_time
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         make_row("assistant", k.content(), "keystate", frame_time(ts, k.frame))
         for k in found.keystates
     ]
-    min_frames = max(1, round(s["motion_min_seconds"] * ctx.dataset.fps))
+    # Two arms' changes close together would give motion rows closer than LeRobot's
+    # emitted_at tolerance; such a sliver joins a neighbour.
+    min_frames = int(EMITTED_AT_TOLERANCE_S * ctx.dataset.fps) + 1
     for frame, phrase in signals.primitive_runs(found.primitives, min_frames):
         rows.append(make_row("assistant", phrase, "motion", frame_time(ts, frame)))
     log.info(
