@@ -33,7 +33,7 @@ from episcribe.report.build import (
     sample_episodes,
     summarize_run,
 )
-from episcribe.report.draw import PALETTE
+from episcribe.report.draw import KIND_COLOURS, PALETTE
 from episcribe.report.notes import load_notes, say_text
 from episcribe.report.overlays import MAX_VQA_PANELS, draw_answer, pick_vqa, render_vqa_sheet
 from episcribe.report.summary import summary_html
@@ -688,3 +688,32 @@ def test_report_screenshots(workflow_report, tmp_path):
             # A rendered page, not a blank one.
             small = np.asarray(im.convert("RGB").resize((140, 100))).reshape(-1, 3)
             assert len(np.unique(small, axis=0)) > 20, name
+
+
+def test_each_gripper_gets_a_lane_with_its_keystates(synth_small, tmp_path):
+    dataset = LeRobotDataset.open(synth_small)
+    ts = [float(t) for t in dataset.load_episode(0).timestamps]
+    keystates = [
+        (ts[10], {"arm": "right", "kind": "grasp", "part": "hand"}),
+        (ts[25], {"arm": "right", "kind": "release", "part": "hand"}),
+        (ts[30], {"arm": "left", "kind": "rest", "part": "arm"}),
+    ]
+    rows = [make_row("assistant", json.dumps(k), "keystate", t) for t, k in keystates]
+    write_rows(staging_file(tmp_path, 0, "signals"), rows)
+    write_rows(
+        staging_file(tmp_path, 0, "plan"),
+        [make_row("assistant", "pick up the block", "subtask", ts[0])],
+    )
+    _, notes = load_notes(dataset, tmp_path, 0, ["signals", "plan"])
+    assert notes.keystate_lanes == ["right hand", "left arm"]
+    assert [(k.kind, k.lane) for k in notes.keystates] == [
+        ("grasp", "right hand"),
+        ("release", "right hand"),
+        ("rest", "left arm"),
+    ]
+    with_lanes = render_timeline(notes, [(ts[0], None)], dataset.cameras[0])
+    notes.keystates = []
+    without = render_timeline(notes, [(ts[0], None)], dataset.cameras[0])
+    assert with_lanes.height > without.height  # two more lanes
+    colours = {c for _, c in with_lanes.getcolors(1 << 16)}
+    assert {KIND_COLOURS[k] for k in ("grasp", "release", "rest")} <= colours

@@ -34,6 +34,10 @@ KIND_COLOURS = {
     "interjection": (200, 30, 45),
     "say": (120, 60, 170),
     "vqa": (230, 120, 0),
+    # keystates of the robot's signals
+    "grasp": (170, 40, 120),
+    "release": (20, 150, 160),
+    "rest": (110, 110, 40),
 }
 # Every flat colour the timeline draws: kept exactly by the PNG's palette (see png_bytes).
 UI_COLOURS = list(

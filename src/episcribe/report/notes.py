@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..dataset import Episode, LeRobotDataset
+from ..signals import parse_keystate
 from ..staging import merge_modules, read_rows, staging_file
 
 KIND_NAMES = {
@@ -30,6 +31,15 @@ class Marker:
     t: float
     kind: str  # plan | memory | interjection | say
     text: str
+
+
+@dataclass(frozen=True)
+class KeyMark:
+    """A keystate of the signals module: when, what, and whose lane it is drawn in."""
+
+    t: float
+    kind: str  # grasp | release | rest
+    lane: str  # "right hand", "gripper", "left arm"
 
 
 @dataclass
@@ -61,6 +71,12 @@ class EpisodeNotes:
     vqa: list[VqaItem] = field(default_factory=list)
     task_aug: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # modules without a staging file
+    keystates: list[KeyMark] = field(default_factory=list)
+
+    @property
+    def keystate_lanes(self) -> list[str]:
+        """One lane per gripper/hand (and per arm that comes to rest), in a fixed order."""
+        return sorted({k.lane for k in self.keystates}, key=lambda s: (s.endswith("arm"), s))
 
     @property
     def duration(self) -> float:
@@ -185,4 +201,11 @@ def load_notes(
             continue
         rows_by_module[module] = read_rows(path)
     rows = [row for _, row in merge_modules(rows_by_module)]  # as the dataset gets them
-    return episode, collect(episode, rows, missing)
+    notes = collect(episode, rows, missing)
+    # Keystates stay in staging (merge_modules leaves them out): read from signals itself.
+    for row in rows_by_module.get("signals", []):
+        if row.get("style") == "keystate":
+            kind, arm, part = parse_keystate(row["content"])
+            lane = f"{arm} {part}".strip()
+            notes.keystates.append(KeyMark(float(row["timestamp"]), kind, lane))
+    return episode, notes

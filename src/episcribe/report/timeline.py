@@ -2,7 +2,9 @@
 
 A strip of frames of the VLM camera with their timestamps, the subtask spans as labelled
 bars on a time axis, plan / memory / interjection / speech markers with short text, VQA
-ticks per camera, and the full texts listed below, all from the staged rows.
+ticks per camera, a lane per gripper/hand (and resting arm) with the signals module's
+keystates, each drawn up through the subtask bars so one sees whether the boundaries sit
+on them, and the full texts listed below, all from the staged rows.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def render_timeline(
     )
     lanes = [("subtasks", 34), ("plan", 26), ("memory", 26), ("user", 26), ("robot says", 26)]
     lanes += [(f"vqa {short_camera(c)}", 18) for c in vqa_cams]
+    lanes += [(lane, 22) for lane in notes.keystate_lanes]
     details = detail_lines(notes, f_text, width - 60)
 
     top = 16
@@ -203,6 +206,18 @@ def render_timeline(
             if item.camera == cam:
                 x = x_of(item.t)
                 draw.line((x, ys + 2, x, ys + h - 2), fill=KIND_COLOURS["vqa"], width=2)
+
+    # Keystates: a tick in their lane, a thin line up through the subtask bars.
+    top_of_subtasks = lane_y["subtasks"][0]
+    for mark in notes.keystates:
+        ys, h = lane_y[mark.lane]
+        x = x_of(mark.t)
+        colour = KIND_COLOURS[mark.kind]
+        draw.line((x, top_of_subtasks, x, ys + h), fill=colour, width=1)
+        draw.polygon(
+            [(x, ys + 2), (x + 6, ys + h / 2), (x, ys + h - 2), (x - 6, ys + h / 2)], fill=colour
+        )
+        stamp(image, (x + 8, ys + (h - 14) / 2), mark.kind, f_small, colour)
 
     # Full texts, chronologically.
     y = y_details
