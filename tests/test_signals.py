@@ -16,6 +16,7 @@ from smk import Workspace
 from episcribe import signals
 from episcribe.config import resolve
 from episcribe.dataset import LeRobotDataset
+from episcribe.errors import ConfigError
 from episcribe.modules.base import EpisodeContext, FrameSource
 from episcribe.modules.grounding import TimedKeystate, facts, snap_boundaries
 from episcribe.prompts import PromptSet
@@ -129,7 +130,7 @@ def test_the_segment_prompt_states_the_keystates_of_its_window():
     assert "the gripper closes at 3.200 s (grasp)" in rendered
 
 
-def _run_signals(dataset: LeRobotDataset, index: int) -> list[dict]:
+def _run_signals(dataset: LeRobotDataset, index: int, **settings) -> list[dict]:
     episode = dataset.load_episode(index)
     vlm = {"camera_key": dataset.cameras[0]}
     ctx = EpisodeContext(
@@ -137,7 +138,7 @@ def _run_signals(dataset: LeRobotDataset, index: int) -> list[dict]:
         episode=episode,
         client=None,
         prompts=PromptSet(PROMPTS),
-        settings=SETTINGS,
+        settings={**SETTINGS, **settings},
         vlm=vlm,
         seed=None,
         upstream={},
@@ -214,3 +215,8 @@ def test_through_the_workflow_keystates_ground_the_plan(make_synth, tmp_path):
 
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_an_inverted_gripper_band_is_a_config_error(synth_small):
+    with pytest.raises(ConfigError, match="gripper_low"):
+        _run_signals(LeRobotDataset.open(synth_small), 0, gripper_low=0.8)

@@ -60,7 +60,9 @@ REST_SHARE = 0.05  # the scripted arm is at rest below this share of its peak sp
 ENCODERS = {
     "h264": ("libx264", {"preset": "veryfast", "tune": "zerolatency"}),
     "hevc": ("libx265", {"preset": "ultrafast", "x265-params": "log-level=none"}),
-    "av1": ("libsvtav1", {"preset": "10"}),
+    # Preset 10 sometimes left a frame's code strip as the reference frame's (a skipped
+    # block) once the claw moved; preset 8 reads back right on every frame tried.
+    "av1": ("libsvtav1", {"preset": "8"}),
 }
 CODE_BITS = 16  # 6 bits of episode index, 10 bits of frame index
 CODE_ROWS = 10  # height of the code strip in pixels

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from .. import signals
+from ..errors import ConfigError
 from ..language import make_row
 from ..resolvers import EMITTED_AT_TOLERANCE_S
 from .base import EpisodeContext, frame_time
@@ -28,6 +29,11 @@ _noted: set[tuple[str, str]] = set()  # (dataset, feature) already explained in 
 
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
     s = ctx.settings
+    if not s["gripper_low"] < s["gripper_high"]:
+        raise ConfigError(
+            f"signals.gripper_low ({s['gripper_low']}) must be below signals.gripper_high "
+            f"({s['gripper_high']}): the band between them is what tells closed from open"
+        )
     key = s["source"]
     names = signals.feature_names(ctx.dataset.info, key)
     channels = signals.find_channels(names or [])
