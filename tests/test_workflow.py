@@ -129,7 +129,8 @@ def test_only_episodes_annotates_just_those(dataset, tmp_path):
     ws = Workspace(tmp_path, dataset, dataset__only_episodes=[1])
     ws.run()
     assert sorted(ws.staging("synth")) == [
-        f"episode_000001/{m}.jsonl" for m in ("interjections", "plan", "plan_update", "vqa")
+        f"episode_000001/{m}.jsonl"
+        for m in ("interjections", "plan", "plan_update", "signals", "vqa")
     ]
     table = pq.read_table(annotated(ws) / "data/chunk-000/file-000.parquet").to_pylist()
     for row in table:
@@ -142,9 +143,10 @@ def test_only_episodes_annotates_just_those(dataset, tmp_path):
 @pytest.mark.parametrize(
     "disabled, expected",
     [
-        ("plan", {"interjections", "plan_update", "vqa"}),
-        ("interjections", {"plan", "vqa"}),
-        ("vqa", {"plan", "interjections", "plan_update"}),
+        ("plan", {"signals", "interjections", "plan_update", "vqa"}),
+        ("interjections", {"signals", "plan", "vqa"}),
+        ("vqa", {"signals", "plan", "interjections", "plan_update"}),
+        ("signals", {"plan", "interjections", "plan_update", "vqa"}),
     ],
 )
 def test_a_disabled_module_is_skipped_and_the_rest_validate_and_write(
@@ -264,4 +266,9 @@ def test_a_module_target_builds_only_that_module(dataset, tmp_path):
     assert run.modules_run() == {"annotate_vqa", "vqa"}
     assert sorted(ws.staging("synth")) == [f"episode_{e:06d}/vqa.jsonl" for e in range(3)]
     run = ws.run("interjections")
-    assert run.modules_run() == {"annotate_plan", "annotate_interjections", "interjections"}
+    assert run.modules_run() == {
+        "annotate_signals",
+        "annotate_plan",
+        "annotate_interjections",
+        "interjections",
+    }
