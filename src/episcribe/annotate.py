@@ -41,7 +41,7 @@ class JobSpec:
     cache_dir: Path
     prompts_dir: Path
     settings: dict  # the module's config section
-    model: dict  # the settings that shape the model's answers (see model_identity)
+    model: dict  # the settings that shape the model's answers (vlm.identity.model_identity)
     seed: int
     vlm: dict  # the whole vlm section: backend, endpoint, concurrency, timeouts
     run_dir: Path  # where the model server's state lives
@@ -49,27 +49,6 @@ class JobSpec:
     episode_concurrency: int = 8
     metrics_path: Path | None = None
     summary_path: Path | None = None
-
-
-def model_identity(vlm: dict, camera_key: str) -> dict:
-    """The vlm settings that change what the model answers (and so trigger re-runs).
-
-    Endpoint, concurrency and timeouts are left out on purpose: moving the server or
-    raising the concurrency must not re-annotate anything. A fake server's answers
-    depend on its options, so those are part of its identity.
-    """
-    identity = {
-        "model_id": vlm["model_id"],
-        "camera_key": camera_key,
-        "max_completion_tokens": token_budgets(vlm),
-        "enable_thinking": vlm["enable_thinking"],
-        "temperature": vlm["temperature"],
-        "image_max_side": vlm["image_max_side"],
-        "jpeg_quality": vlm["jpeg_quality"],
-    }
-    if vlm["backend"] == "fake":
-        identity["fake"] = vlm["fake"]
-    return identity
 
 
 def run_job(spec: JobSpec) -> JobSummary:

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub, registry
-from .annotate import model_identity
 from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
 from .errors import ConfigError
 from .prompts import prompt_files
 from .staging import staging_paths
+from .vlm.identity import model_identity
 
 # Snakemake's cost per job grows with the number of jobs (shared/notes: 25+ minutes of
 # pure overhead at 20,000 jobs; bench_scale: a no-op re-run of 10,000 episodes takes
