@@ -16,7 +16,6 @@ from test_fake_server import MODEL, read_log, run_fake
 
 from episcribe.config import resolve
 from episcribe.dataset import LeRobotDataset
-from episcribe.modules import DEPENDS_ON, RUNNERS
 from episcribe.modules.base import (
     EpisodeContext,
     FrameSource,
@@ -27,6 +26,7 @@ from episcribe.modules.base import (
 )
 from episcribe.modules.plan import join_steps, plan_windows, stitch
 from episcribe.prompts import PromptSet
+from episcribe.registry import MODULES, NAMES
 from episcribe.validation import ERROR, validate_episode
 from episcribe.vlm.client import VlmClient
 
@@ -87,7 +87,7 @@ def run_module(
                 upstream=upstream or {},
                 frames=FrameSource(dataset, episode, vlm),
             )
-            rows = await asyncio.wait_for(RUNNERS[module](ctx), 60)
+            rows = await asyncio.wait_for(MODULES[module].run_episode()(ctx), 60)
             return rows, ctx.skipped
 
     rows, skipped = asyncio.run(go())
@@ -99,11 +99,11 @@ def run_module(
     return Result(rows, skipped, kinds, episode)
 
 
-def run_chain(root, index, base, tmp_path, modules=tuple(RUNNERS), seed=1729, **settings):
+def run_chain(root, index, base, tmp_path, modules=NAMES, seed=1729, **settings):
     """Run modules in order, feeding upstream rows; ``settings``: module -> overrides."""
     out: dict[str, Result] = {}
     for module in modules:
-        upstream = {d: out[d].rows for d in DEPENDS_ON[module] if d in out}
+        upstream = {d: out[d].rows for d in MODULES[module].upstream if d in out}
         out[module] = run_module(
             module,
             root,
@@ -250,7 +250,7 @@ def test_same_seed_gives_byte_identical_rows(synth_small, fake, tmp_path):
     base, _ = fake
     first = run_chain(synth_small, 2, base, tmp_path)
     second = run_chain(synth_small, 2, base, tmp_path)
-    for module in RUNNERS:
+    for module in NAMES:
         a = [json.dumps(r, sort_keys=True) for r in first[module].rows]
         b = [json.dumps(r, sort_keys=True) for r in second[module].rows]
         assert a == b, module
