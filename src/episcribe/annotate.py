@@ -124,7 +124,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     # while this one imports the client, instead of one after the other.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="server") as starter:
         server_urls = starter.submit(server.ensure, spec.vlm, spec.run_dir)
-        # Imported here: the openai client costs ~0.35 CPU-s of start-up, which a job
+        # Imported here: the openai client is slow to import, which a job
         # whose episodes all come from the cache need not pay.
         from .vlm.client import VlmClient
         from .vlm.slots import SlotPool

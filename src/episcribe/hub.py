@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 HUB_DIR = Path("resources") / "hub"
 
+
 def local_dir(repo_id: str, revision: str | None) -> Path:
     """Where the workflow keeps its copy of ``repo_id`` at ``revision``."""
     rev = (revision or "main").replace("/", "__")
