@@ -41,6 +41,7 @@ for module in PLAN.modules:
                 PLAN.staging_outputs(module, shard),
             params:
                 **job_params(module, shard),
+                dataset_root=dataset_root,
             log:
                 PLAN.log(f"annotate_{module}", shard),
             benchmark:
@@ -65,6 +66,8 @@ for module in PLAN.modules:
                 # shard; override with --set-resources or the profile.
                 mem_mb=2000,
                 runtime=10 + 2 * len(shard.episodes),
+            conda:
+                "../envs/annotate.yaml"
             script:
                 "../scripts/annotate_episodes.py"
 

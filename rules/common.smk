@@ -63,9 +63,13 @@ def upstream_outputs(module, shard):
     ]
 
 
+def dataset_root(wildcards):
+    """The dataset's directory: a param that is the prefix of the jobs' source inputs."""
+    return str(PLAN.dataset.root)
+
+
 def job_params(module, shard):
     return PLAN.module_params(module, shard) | {
-        "staging_dir": str(PLAN.staging_dir),
         "cache_dir": str(PLAN.cache_dir),
         "upstream_modules": PLAN.upstream(module),
         # Changes when one of the shard's episodes was staged with failed model calls, so

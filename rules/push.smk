@@ -20,5 +20,7 @@ rule push_dataset:
         PLAN.benchmark("push_dataset")
     # Cluster nodes often cannot reach the Hub; the login node can.
     localrule: True
+    conda:
+        "../envs/dataset.yaml"
     script:
         "../scripts/push_dataset.py"

@@ -44,7 +44,6 @@ rule render_report:
         ),
     params:
         dataset_root=str(PLAN.dataset.root),
-        staging_dir=str(PLAN.staging_dir),
         # Small params only: the report repeats a job's params beside every file it shows.
         # The plan's episodes that get a timeline (at most 64), not all of them.
         episodes=sample_episodes(PLAN.episodes),
@@ -57,6 +56,8 @@ rule render_report:
         PLAN.log("render_report"),
     benchmark:
         PLAN.benchmark("render_report")
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/render_report.py"
 
@@ -89,5 +90,7 @@ rule summarize_run:
         PLAN.log("summarize_run"),
     benchmark:
         PLAN.benchmark("summarize_run")
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/summarize_run.py"

@@ -25,7 +25,6 @@ rule validate_staging:
         txt=f"results/{DATASET}/validation/report.txt",
     params:
         dataset_root=str(PLAN.dataset.root),
-        staging_dir=str(PLAN.staging_dir),
         episodes=PLAN.episodes,
         modules=PLAN.modules,
         # Also read (not declared): what the annotate jobs did with the model, from the
@@ -37,5 +36,7 @@ rule validate_staging:
         PLAN.log("validate_staging"),
     benchmark:
         PLAN.benchmark("validate_staging")
+    conda:
+        "../envs/dataset.yaml"
     script:
         "../scripts/validate_staging.py"

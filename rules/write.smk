@@ -27,5 +27,7 @@ rule write_dataset:
         PLAN.log("write_dataset"),
     benchmark:
         PLAN.benchmark("write_dataset")
+    conda:
+        "../envs/dataset.yaml"
     script:
         "../scripts/write_dataset.py"

@@ -129,6 +129,9 @@ class WorkflowPlan:
         self.name = dataset_name(config)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
         self.modules = registry.enabled(config)
+        if not self.modules:
+            switches = sorted({f"{spec.section}.enabled" for spec in registry.SPECS})
+            raise ConfigError(f"every module is disabled ({', '.join(switches)}): nothing to do")
         self.shards = shard_episodes(
             self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
         )
@@ -267,5 +270,4 @@ class WorkflowPlan:
             "model": self.model,
             # Only the jobs of modules that draw from the seeded RNG re-run when it changes.
             "seed": self.config["seed"] if registry.MODULES[module].seeded else None,
-            "dataset_root": str(self.dataset.root),
         }
