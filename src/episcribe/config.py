@@ -24,9 +24,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import WORKFLOW_DIR
 from .errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 KEY_SEPARATORS = ("__", ".")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
