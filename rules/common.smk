@@ -12,6 +12,7 @@ from pathlib import Path
 from episcribe.cache import forget_deleted
 from episcribe.config import resolve
 from episcribe.errors import UserError
+from episcribe.stopping import guard_sigterm
 from episcribe.vlm import server
 from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan
 
@@ -31,6 +32,11 @@ except UserError as exc:
 
 DATASET = PLAN.name
 SHARDS = PLAN.shards
+
+# Snakemake 9.27.1's SIGTERM handler can deadlock (episcribe.stopping says how); only the
+# main process schedules jobs.
+if os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid()):
+    guard_sigterm()
 
 # A staging file the user deleted means "annotate this episode anew": forget its cached
 # rows before any job runs. Only the main process may judge this; job processes (and

@@ -82,7 +82,11 @@ def test_a_wheel_carries_the_workflow_and_runs_in_a_fresh_venv(synth_small, tmp_
     installed wheel (site-packages), and nothing is read from the checkout."""
     src = tmp_path / "src_copy"
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for name in files:
         if name.startswith(("resources/", "docs/", "bench/", "tests/")):
@@ -99,7 +103,9 @@ def test_a_wheel_carries_the_workflow_and_runs_in_a_fresh_venv(synth_small, tmp_
     venv.create(tmp_path / "venv", system_site_packages=True)
     py = tmp_path / "venv" / "bin" / "python"
     wheel = next((tmp_path / "wheel").glob("episcribe-*.whl"))
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", wheel], check=True)
+    subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", wheel], check=True
+    )
     shutil.rmtree(src)  # nothing may come from the copy either
 
     work = tmp_path / "work"

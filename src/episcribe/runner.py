@@ -1,10 +1,11 @@
 """Run snakemake as a child of ``episcribe``: its output, signals, and the end of a run.
 
-``episcribe`` stays the parent so that a stop is one line, not pages of tracebacks:
-Ctrl-C reaches snakemake and its jobs directly (one process group, as in a terminal),
-and SIGTERM sent to ``episcribe`` is passed on to snakemake; either way snakemake kills
-its jobs and exits, every finished episode stays, and the next run resumes. Snakemake's
-full output is in ``.snakemake/log/`` whatever is shown here.
+``episcribe`` stays the parent so that a stop is one line, not pages of tracebacks.
+Snakemake runs in a process group of its own, and ``episcribe`` passes Ctrl-C (SIGINT),
+SIGTERM and SIGHUP on to it exactly once: so a stop works the same in a terminal, under
+``nohup`` or ``&`` (where a shell starts children with SIGINT ignored) and under SLURM.
+Snakemake then stops its jobs and exits, every finished episode stays, and the next run
+resumes. Snakemake's full output is in ``.snakemake/log/`` whatever is shown here.
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ def run(cmd: list[str], show_jobs: bool = False) -> int:
         print(f"episcribe: {note}", file=sys.stderr)
     if not show_jobs:
         cmd = [*cmd, "--quiet", "rules"]
+    # Handlers first: a child started while SIGINT is ignored (``&``, nohup) would
+    # ignore it too, and a Python handler is reset to the default in the child.
     stop = _Stop()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stop.install(proc)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, process_group=0,
+    )  # fmt: skip
+    stop.attach(proc)
     assert proc.stdout is not None
     for line in proc.stdout:
         if not stop.signal:
@@ -42,19 +48,25 @@ def run(cmd: list[str], show_jobs: bool = False) -> int:
 
 
 class _Stop:
-    """Remembers the first stop signal; SIGTERM is passed on to snakemake."""
+    """Remembers the first stop signal and passes every one on to snakemake."""
 
     def __init__(self) -> None:
         self.signal = ""
         self.number = 0
-
-    def install(self, proc: subprocess.Popen) -> None:
-        def on_signal(number: int, _frame) -> None:
-            if not self.signal:
-                self.signal = "Ctrl-C" if number == signal.SIGINT else signal.strsignal(number)
-                self.number = number
-            if number != signal.SIGINT:  # Ctrl-C reached snakemake already
-                proc.send_signal(number)
-
+        self.proc: subprocess.Popen | None = None
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, on_signal)
+            # Under nohup a hang-up is ignored, and snakemake inherits that.
+            if number == signal.SIGINT or signal.getsignal(number) is not signal.SIG_IGN:
+                signal.signal(number, self._on_signal)
+
+    def attach(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        if self.number:  # arrived while snakemake was being started
+            proc.send_signal(self.number)
+
+    def _on_signal(self, number: int, _frame) -> None:
+        if not self.signal:
+            self.signal = "Ctrl-C" if number == signal.SIGINT else signal.strsignal(number)
+            self.number = number
+        if self.proc is not None:
+            self.proc.send_signal(number)

@@ -1,11 +1,14 @@
 """Stopping a run and starting it again: the two places where Snakemake needs help.
 
 - SIGTERM (SLURM time limits, ``timeout``, systemd) could hang snakemake 9.27.1 forever:
-  its handler, ``JobScheduler.exit_gracefully``, takes the scheduler's ``threading.Lock``,
-  which the main thread already holds while it post-processes a finished job; the handler
-  runs on that same thread, so it waits for itself. :func:`guard_sigterm` replaces the
-  handler with one that takes no lock (setting one attribute and releasing a semaphore
-  need none). 9.27.1 is the newest release and has the bug, hence the pin in pyproject.
+  its handler, ``JobScheduler.exit_gracefully``, takes the scheduler's ``threading.Lock``
+  and then releases a ``threading.Semaphore`` (which takes a lock of its own). Python runs
+  signal handlers on the main thread, between two of its steps; when the main thread
+  holds either lock at that moment (post-processing a finished job, or waiting on the
+  semaphore), the handler waits for itself. :func:`guard_sigterm` replaces the handler
+  with one that takes no lock: it writes a byte to a pipe, and a helper thread does the
+  scheduler's work with the locks taken normally. 9.27.1 is the newest release and has
+  the bug, hence the exact pin in pyproject.
 - ``kill -9`` of snakemake leaves its lock files in ``.snakemake/locks``, and the next run
   stops with "Directory cannot be locked". :func:`unlock_if_abandoned` removes them when
   no snakemake process works in the directory any more.
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -29,10 +33,25 @@ def guard_sigterm() -> None:
     """Make snakemake's SIGTERM handler lock-free (see the module docstring)."""
     from snakemake.scheduling.job_scheduler import JobScheduler
 
-    def exit_gracefully(self, *args) -> None:
-        self._user_kill = "graceful"
-        self._open_jobs.release()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    asked: list = []  # schedulers that got SIGTERM; list.append takes no lock
 
+    def stop_gracefully() -> None:
+        while os.read(read_end, 1):
+            scheduler = asked.pop()
+            with scheduler._lock:
+                scheduler._user_kill = "graceful"
+            scheduler._open_jobs.release()
+
+    def exit_gracefully(self, *args) -> None:
+        asked.append(self)
+        try:
+            os.write(write_end, b"x")
+        except BlockingIOError:  # a thousand stops already pending
+            pass
+
+    threading.Thread(target=stop_gracefully, name="episcribe sigterm", daemon=True).start()
     JobScheduler.exit_gracefully = exit_gracefully
 
 

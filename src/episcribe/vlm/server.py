@@ -465,9 +465,16 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _start(settings: dict, run_dir: Path) -> list[str]:
+    owner_pid, owner_start = _owner()
+    if owner_pid is None and (gone := _owner_pid_env()):
+        # A job outlived its killed snakemake: a server now would hold the GPU until
+        # vlm.idle_timeout_s with nobody to stop it.
+        raise ServerError(
+            f"the snakemake that started this job (pid {gone}) is gone: not starting a "
+            "model server for it; run the workflow again to resume"
+        )
     for name in ("server.json", "failed.json", "supervisor.json"):
         (run_dir / name).unlink(missing_ok=True)
-    owner_pid, owner_start = _owner()
     public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
     cmd += ["--settings-json", json.dumps(public)]
@@ -726,7 +733,12 @@ def _spawn(
 
 
 def _launch(
-    settings: dict, run_dir: Path, replicas: list[Replica], stopping: list, bind: str
+    settings: dict,
+    run_dir: Path,
+    replicas: list[Replica],
+    stopping: list,
+    bind: str,
+    owner: tuple[int | None, int | None] = (None, None),
 ) -> None:
     exclude = {urllib.parse.urlsplit(settings.get("api_base") or "").port or 0}
     for i in range(settings["parallel_servers"]):
@@ -738,6 +750,8 @@ def _launch(
     while pending:
         if stopping:
             raise StartFailed(f"the model server was stopped during start-up ({stopping[0]})")
+        if owner[0] and not alive(*owner):  # a vLLM start-up takes minutes of a GPU
+            raise StartFailed(f"the owner process {owner[0]} exited during start-up")
         for i in sorted(pending):
             r = replicas[i]
             code = r.proc.poll()
@@ -912,7 +926,7 @@ def supervise(
         )
 
     try:
-        _launch(settings, run_dir, replicas, stopping, bind)
+        _launch(settings, run_dir, replicas, stopping, bind, watch.owner)
     except StartFailed as exc:
         log.error("%s", exc)
         _terminate(replicas)
