@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -137,3 +138,59 @@ def test_dotted_and_double_underscore_keys_both_reach_the_workflow(synth_small, 
     assert out.returncode == 0, out.stderr[-3000:]
     assert "annotate_vqa" in out.stderr
     assert "annotate_plan" not in out.stderr and "annotate_interjections" not in out.stderr
+
+
+SECRET = "sk-episcribe-test-3f9a1c"
+
+
+@pytest.mark.parametrize("spelling", ["vlm.api_key", "vlm__api_key"])
+def test_an_api_key_on_the_command_line_is_refused_in_one_line(synth_small, tmp_path, spelling):
+    out = episcribe("--config", *fake_config(synth_small), f"{spelling}={SECRET}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "OPENAI_API_KEY" in out.stderr and SECRET not in out.stderr + out.stdout
+    assert not (tmp_path / ".snakemake").exists()  # nothing ran, nothing logged it
+
+
+def test_an_api_key_in_a_config_file_is_refused_before_any_job(synth_small, tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"vlm:\n  api_key: {SECRET}\n")
+    out = episcribe("--configfile", str(mine), "--config", *fake_config(synth_small), cwd=tmp_path)
+    assert out.returncode != 0
+    assert "vlm.api_key" in out.stderr and "OPENAI_API_KEY" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def files_holding(root: Path, needle: bytes) -> set[str]:
+    found = set()
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and needle in path.read_bytes():
+                found.add(str(path.relative_to(root)))
+        except OSError:  # removed while we looked
+            continue
+    return found
+
+
+def test_the_api_key_from_the_environment_is_written_nowhere(synth_small, tmp_path):
+    """Not in Snakemake's job scripts while jobs run, nor in any log or result after."""
+    proc = subprocess.Popen(
+        [EPISCRIBE, "--config", *fake_config(synth_small), "vlm.fake.latency_ms=50"],
+        cwd=tmp_path,
+        env=env(OPENAI_API_KEY=SECRET),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    leaked: set[str] = set()
+    scripts_seen = False
+    while proc.poll() is None:
+        scripts_seen |= any((tmp_path / ".snakemake" / "scripts").glob("*.py"))
+        leaked |= files_holding(tmp_path, SECRET.encode())
+        time.sleep(0.1)
+    output = proc.stdout.read()
+    assert proc.returncode == 0, output[-3000:].decode(errors="replace")
+    assert scripts_seen, "no job script was seen while jobs ran"
+    leaked |= files_holding(tmp_path, SECRET.encode())
+    assert leaked == set()
+    assert SECRET.encode() not in output

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import EpisodeCache, digest
+from .config import api_key
 from .dataset import LeRobotDataset
 from .modules import RUNNERS
 from .modules.base import EpisodeContext, FrameSource
@@ -163,7 +164,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     async with VlmClient(
         urls,
         spec.vlm["model_id"],
-        spec.vlm["api_key"],
+        api_key(spec.vlm),
         concurrency=spec.vlm["client_concurrency"],
         max_new_tokens=spec.vlm["max_new_tokens"],
         temperature=spec.vlm["temperature"],

@@ -15,6 +15,7 @@ Errors name the dotted key and say what is allowed.
 from __future__ import annotations
 
 import copy
+import os
 import textwrap
 from collections.abc import Mapping
 from functools import cache
@@ -42,6 +43,12 @@ def resolve(raw: Mapping[str, Any], schema: dict | None = None) -> dict:
     """Return a new, validated config with every default filled in."""
     schema = schema or load_schema()
     config = _coerce(expand_dotted_keys(raw), schema, path="")
+    if isinstance(config.get("vlm"), dict) and "api_key" in config["vlm"]:
+        raise ConfigError(
+            "vlm.api_key: the API key is not taken from config or the command line (Snakemake "
+            "writes both into its logs and job scripts); remove it and export it as "
+            "OPENAI_API_KEY, or name another variable with vlm.api_key_env"
+        )
     _defaulting_validator(schema).validate(config)
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path)
@@ -81,6 +88,12 @@ def _split_key(key: str) -> list[str]:
     for sep in KEY_SEPARATORS:
         parts = [piece for part in parts for piece in part.split(sep)]
     return parts
+
+
+def api_key(vlm: Mapping[str, Any]) -> str:
+    """The endpoint's API key, from the environment variable ``vlm.api_key_env`` names
+    ("EMPTY", what the openai client sends to a server that wants none, if unset)."""
+    return os.environ.get(vlm["api_key_env"]) or "EMPTY"
 
 
 def dotted_to_snakemake(entry: str) -> str:

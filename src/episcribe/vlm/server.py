@@ -80,6 +80,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import config
 from ..atomic import write_json, write_text
 from ..errors import ServerError
 
@@ -298,14 +299,15 @@ def answers(base_url: str, api_key: str | None = None) -> bool:
 def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
     """Base URLs (ending in /v1) of a healthy server for ``settings`` (the vlm section)."""
     backend, api_base = settings["backend"], settings.get("api_base") or ""
-    api_key = settings.get("api_key")
+    api_key = config.api_key(settings)
     if backend == "openai":
         if answers(api_base, api_key):
             return [api_base]
         raise ServerError(
             f"vlm.api_base {api_base} does not answer (GET {api_base.rstrip('/')}/models): "
             "check that the server runs and is reachable from this host, that the URL ends "
-            "in /v1, and vlm.api_key; or set vlm.backend to vllm to start one"
+            "in /v1, and the API key (in the variable vlm.api_key_env names); or set "
+            "vlm.backend to vllm to start one"
         )
     if backend not in ("vllm", "fake"):
         raise ServerError(f"vlm.backend {backend!r} is not one of vllm, openai, fake")
@@ -475,9 +477,8 @@ def _start(settings: dict, run_dir: Path) -> list[str]:
         )
     for name in ("server.json", "failed.json", "supervisor.json"):
         (run_dir / name).unlink(missing_ok=True)
-    public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
-    cmd += ["--settings-json", json.dumps(public)]
+    cmd += ["--settings-json", json.dumps(settings)]
     if owner_pid:
         cmd += ["--owner-pid", str(owner_pid), "--owner-start", str(owner_start)]
     with open(run_dir / "supervisor.log", "ab") as out:
@@ -529,8 +530,7 @@ def _submit(settings: dict, run_dir: Path) -> list[str]:
     run_dir = run_dir.absolute()
     for name in ("server.json", "failed.json", "supervisor.json"):
         (run_dir / name).unlink(missing_ok=True)
-    public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
-    write_json(run_dir / "settings.json", public)
+    write_json(run_dir / "settings.json", settings)
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
     cmd += ["--settings-json", f"@{run_dir / 'settings.json'}", "--cross-node"]
     cmd += ["--heartbeat-stale-s", str(_stale_s())]
