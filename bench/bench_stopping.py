@@ -6,8 +6,7 @@ SIGTERM: runs the workflow (`python -m snakemake`, a throw-away copy of the work
 fake model server, one job per episode) and sends SIGTERM within 0-50 ms of a
 "Finished jobid" line, i.e. while snakemake post-processes a finished job, to snakemake
 alone or to its process group (as SLURM and a terminal do); a run still alive 60 s later
-counts as hung (and is killed). The run resumes in the next trial; every third trial
-starts afresh. `--unguarded` removes episcribe's guard (episcribe.stopping.guard_sigterm)
+counts as hung (and is killed). Every trial starts from an empty workspace. `--unguarded` removes episcribe's guard (episcribe.stopping.guard_sigterm)
 from the copy, to see Snakemake's own handler.
 
 kill -9: starts `episcribe` (the installed command), kills its snakemake with SIGKILL
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -44,9 +42,6 @@ def sigterm_trials(dataset: Path, work: Path, trials: int, unguarded: bool) -> N
     rng = random.Random(1)
     hung, started = 0, time.monotonic()
     for trial in range(trials):
-        if trial % 3 == 0:
-            for name in ("results", "logs", "benchmarks"):
-                shutil.rmtree(ws.root / name, ignore_errors=True)
         ok = sigterm_trial(ws, rng)
         hung += not ok
         print(f"  trial {trial + 1}: {'exited' if ok else 'HUNG'}", flush=True)

@@ -40,8 +40,11 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def sigterm_trial(ws: Workspace, rng: random.Random, timeout: float = 60) -> bool:
-    """Start the run, send SIGTERM within milliseconds of a job's exit (to snakemake, or to
-    its whole process group as SLURM and a terminal do); True if it then exited."""
+    """Run from scratch, send SIGTERM within milliseconds of the first job's exit (to
+    snakemake, or to its whole process group as SLURM and a terminal do); True if
+    snakemake then exited."""
+    for name in ("results", "logs", "benchmarks"):
+        shutil.rmtree(ws.root / name, ignore_errors=True)
     proc = ws.start()
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -54,6 +57,8 @@ def sigterm_trial(ws: Workspace, rng: random.Random, timeout: float = 60) -> boo
             else:
                 os.killpg(proc.pid, signal.SIGTERM)
             break
+    else:
+        raise AssertionError("the run ended before a job finished")
     try:
         proc.communicate(timeout=timeout)
         return True
@@ -66,13 +71,7 @@ def sigterm_trial(ws: Workspace, rng: random.Random, timeout: float = 60) -> boo
 def test_sigterm_right_after_a_job_exits_never_hangs(dataset, tmp_path):
     ws = Workspace(tmp_path, dataset, workflow__episodes_per_job=1, vlm__fake__latency_ms=20)
     rng = random.Random(0)
-    hung = []
-    for trial in range(SIGTERM_TRIALS):
-        if trial % 3 == 0:  # start afresh now and then so that jobs remain to be finished
-            for name in ("results", "logs", "benchmarks"):
-                shutil.rmtree(ws.root / name, ignore_errors=True)
-        if not sigterm_trial(ws, rng):
-            hung.append(trial)
+    hung = [trial for trial in range(SIGTERM_TRIALS) if not sigterm_trial(ws, rng)]
     assert hung == [], f"snakemake hung after SIGTERM in trials {hung} of {SIGTERM_TRIALS}"
     assert ws.wait_no_server() == []
     ws.run()  # and the run resumes to the end

@@ -17,6 +17,10 @@ from .config import dotted_to_snakemake
 from .errors import UserError
 
 SECRET_KEYS = {"vlm.api_key", "vlm__api_key"}
+# Snakemake options that start no job: no model is needed, no progress to show.
+NO_JOB_FLAGS = {"-n", "--dry-run", "--dryrun", "--unlock", "--summary", "-S", "--lint",
+                "--list-rules", "-l", "--dag", "--rulegraph", "--report", "--cleanup-metadata",
+                "--list-changes", "--lc", "--touch", "-t"}  # fmt: skip
 
 HELP = """\
 usage: episcribe [run] [OPTIONS] --config KEY=VALUE ...
@@ -49,6 +53,8 @@ common config keys (--config key=value, dotted; config.yaml in the package lists
 
 episcribe options:
   --show-jobs                 print Snakemake's block for every job (hidden by default)
+  --progress-every SECONDS    outside a terminal (a log file, SLURM), print the progress
+                              line this often (default 30); a terminal shows a live table
   --configfile FILE           your own config file, layered over the defaults
   any other option is Snakemake's (e.g. --cores 8, --dry-run, --profile DIR)
 
@@ -117,14 +123,31 @@ def main(argv: list[str] | None = None) -> int:
             return _stop_server(args)
         show_jobs = "--show-jobs" in args
         args = [arg for arg in args if arg != "--show-jobs"]
+        every_s, args = _option(args, "--progress-every", 30.0)
         if command == "report":
             args = ["--report", "report.html", *args]
+        from . import preflight
         from .runner import run
 
-        return run(snakemake_args(args), show_jobs=show_jobs)
+        cmd = snakemake_args(args)
+        runs_jobs = command == "run" and not set(cmd) & NO_JOB_FLAGS
+        plan = preflight.check(cmd, backend=runs_jobs)
+        return run(cmd, plan if runs_jobs else None, show_jobs, every_s)
     except UserError as exc:
         print(f"episcribe: {exc}", file=sys.stderr)
         return 2
+
+
+def _option(args: list[str], name: str, default: float) -> tuple[float, list[str]]:
+    """Take ``name SECONDS`` out of ``args``."""
+    if name not in args:
+        return default, args
+    at = args.index(name)
+    try:
+        value = float(args[at + 1])
+    except (IndexError, ValueError):
+        raise UserError(f"{name} takes a number of seconds") from None
+    return value, args[:at] + args[at + 2 :]
 
 
 def _stop_server(args: list[str]) -> int:

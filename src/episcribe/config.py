@@ -77,7 +77,7 @@ def expand_dotted_keys(raw: Mapping[str, Any]) -> dict:
                 raise ConfigError(f"config key {key!r} nests under a value that is not a section")
         leaf = parts[-1]
         if isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            node[leaf] = _merge(node[leaf], value)
+            node[leaf] = merge_sections(node[leaf], value)
         else:
             node[leaf] = copy.deepcopy(value)
     return out
@@ -102,11 +102,11 @@ def dotted_to_snakemake(entry: str) -> str:
     return key.replace(".", "__") + sep + value
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_sections(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_sections(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -319,7 +319,7 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
         raise ServerError(f"vlm.server_launcher {launcher!r} is not one of local, slurm")
     cluster = launcher == "slurm"
     if not cluster:
-        _preflight(settings)  # on a cluster the server's node, not this one, needs vllm
+        check_local_start(settings)  # on a cluster the server's node, not this one, needs vllm
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # A queued GPU job may pend for long; flock is released if its holder dies anyway.
@@ -409,7 +409,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _preflight(settings: dict) -> None:
+def check_local_start(settings: dict) -> None:
     """Fail fast, before any waiting, on setups that cannot work."""
     if settings["backend"] != "vllm" or settings.get("serve_command", "auto") != "auto":
         return
