@@ -9,14 +9,12 @@ import re
 import subprocess
 
 from test_cli import EPISCRIBE, env, episcribe, fake_config
-from test_stopping import read_all, run_in_terminal
+from test_stopping import ANSI, read_all, run_in_terminal
 
 from episcribe.config import resolve
 from episcribe.preflight import PROMPTS
 from episcribe.progress import Tracker, summary_line
 from episcribe.workflow import WorkflowPlan
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def test_tracker_counts_this_runs_calls_and_failures(synth_small, tmp_path, monkeypatch):
