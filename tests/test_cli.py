@@ -114,6 +114,7 @@ def test_a_wheel_carries_the_workflow_and_runs_in_a_fresh_venv(synth_small, tmp_
     clean = env()
     clean.pop("PYTHONPATH")
     out = episcribe(
+        "--show-jobs",  # Snakemake then names the profile it uses, beside the Snakefile
         "--config",
         *fake_config(synth_small),
         "dataset.only_episodes=[0]",
@@ -122,7 +123,7 @@ def test_a_wheel_carries_the_workflow_and_runs_in_a_fresh_venv(synth_small, tmp_
         env=clean,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "site-packages/episcribe/workflow_files/Snakefile" in out.stderr
+    assert "site-packages/episcribe/workflow_files/profiles/default" in out.stderr
     assert (work / "results" / synth_small.name / "annotated" / "meta" / "info.json").is_file()
 
 

@@ -221,3 +221,19 @@ def test_ctrl_c_prints_one_line_and_the_run_resumes(dataset, tmp_path):
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert staged(tmp_path) == 6 * 4
+
+
+def test_sigterm_to_episcribe_alone_stops_snakemake_in_one_line(dataset, tmp_path):
+    """`timeout` and systemd signal only the process they started: episcribe."""
+    proc = start_episcribe(
+        tmp_path, *fake_config(dataset), "workflow.episodes_per_job=1", "vlm.fake.latency_ms=100",
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: staged(tmp_path) >= 2)
+    snakemake = next(p for p in psutil.Process(proc.pid).children() if "snakemake" in p.cmdline())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1].startswith("episcribe: stopped (Terminated)")
+    assert not snakemake.is_running()
+    assert not list((tmp_path / ".snakemake" / "locks").glob("*.lock"))
