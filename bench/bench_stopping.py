@@ -6,8 +6,9 @@ SIGTERM: runs the workflow (`python -m snakemake`, a throw-away copy of the work
 fake model server, one job per episode) and sends SIGTERM within 0-50 ms of a
 "Finished jobid" line, i.e. while snakemake post-processes a finished job, to snakemake
 alone or to its process group (as SLURM and a terminal do); a run still alive 60 s later
-counts as hung (and is killed). Every trial starts from an empty workspace. `--unguarded` removes episcribe's guard (episcribe.stopping.guard_sigterm)
-from the copy, to see Snakemake's own handler.
+counts as hung (and is killed). Every trial starts from an empty workspace.
+`--unguarded` removes episcribe's guard (episcribe.stopping.guard_sigterm) from the
+copy, to see Snakemake's own handler.
 
 kill -9: starts `episcribe` (the installed command), kills its snakemake with SIGKILL
 once two staging files exist, then runs the same `episcribe` command again and counts
@@ -40,13 +41,14 @@ def sigterm_trials(dataset: Path, work: Path, trials: int, unguarded: bool) -> N
         common = ws.root / "rules" / "common.smk"
         common.write_text(common.read_text().replace("    guard_sigterm()\n", "    pass\n"))
     rng = random.Random(1)
-    hung, started = 0, time.monotonic()
+    outcomes, started = [], time.monotonic()
     for trial in range(trials):
-        ok = sigterm_trial(ws, rng)
-        hung += not ok
-        print(f"  trial {trial + 1}: {'exited' if ok else 'HUNG'}", flush=True)
+        outcomes.append(sigterm_trial(ws, rng))
+        print(f"  trial {trial + 1}: {outcomes[-1]}", flush=True)
+    tried = sum(o in ("exited", "hung") for o in outcomes)
     label = "unguarded" if unguarded else "guarded"
-    print(f"SIGTERM ({label}): {trials} tried, {hung} hung "
+    print(f"SIGTERM ({label}): {tried} tried, {outcomes.count('hung')} hung, "
+          f"{trials - tried} runs ended before a job finished "
           f"({time.monotonic() - started:.0f} s)")  # fmt: skip
 
 
