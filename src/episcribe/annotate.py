@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import registry
 from .cache import EpisodeCache, digest, record_delivery
+from .config import api_key
 from .dataset import LeRobotDataset
 from .modules.base import EpisodeContext, FrameSource
 from .outcomes import JobSummary, check_failures
@@ -143,7 +144,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     async with VlmClient(
         urls,
         spec.vlm["model_id"],
-        spec.vlm["api_key"],
+        api_key(spec.vlm),
         concurrency=spec.vlm["client_concurrency"],
         max_completion_tokens=token_budgets(spec.vlm),
         enable_thinking=spec.vlm["enable_thinking"],
