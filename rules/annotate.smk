@@ -27,7 +27,6 @@ needs all of that module's staging files, so `snakemake --cores all vqa` builds 
 VQA staging, and `--until vqa` stops there.
 """
 
-
 for module in PLAN.modules:
     for shard in SHARDS:
 
@@ -39,18 +38,17 @@ for module in PLAN.modules:
                 **job_inputs(module, shard),
             output:
                 PLAN.staging_outputs(module, shard),
-            params:
-                **job_params(module, shard),
-                dataset_root=dataset_root,
             log:
                 PLAN.log(f"annotate_{module}", shard),
             benchmark:
                 PLAN.benchmark(f"annotate_{module}", shard)
+            priority: MODULE_SPECS[module].priority
             # On a cluster (profiles/slurm) the annotate jobs of several shards go to SLURM as
             # one submission: --group-components annotate=N there. No effect on local runs.
             group:
                 "annotate"
-            priority: MODULE_SPECS[module].priority
+            conda:
+                "../envs/annotate.yaml"
             # No core of --cores: an annotate job mostly waits on the model server, and
             # holding a core would let a 2-core machine run only two of them at once, so
             # the latency-bound plan chain and the vqa jobs that fill the server would take
@@ -66,8 +64,9 @@ for module in PLAN.modules:
                 # shard; override with --set-resources or the profile.
                 mem_mb=2000,
                 runtime=10 + 2 * len(shard.episodes),
-            conda:
-                "../envs/annotate.yaml"
+            params:
+                **job_params(module, shard),
+                dataset_root=dataset_root,
             script:
                 "../scripts/annotate_episodes.py"
 

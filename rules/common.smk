@@ -66,7 +66,9 @@ def upstream_outputs(module, shard):
     """The staging files of the modules this one builds on, for the same shard, as
     rules.<rule>.output items (unnamed inputs: see validate_staging for why)."""
     return [
-        path for dep in PLAN.upstream(module) for path in getattr(rules, shard.rule_name(dep)).output
+        path
+        for dep in PLAN.upstream(module)
+        for path in getattr(rules, shard.rule_name(dep)).output
     ]
 
 
@@ -99,14 +101,18 @@ def final_outputs():
     validation = f"{results}/validation/report.json"
     missing = PLAN.missing_staging() if os.path.exists(validation) else []
     push = [f"{results}/push/receipt.json"] if PLAN.push_repo else []
-    return missing + push + [
-        f"{results}/write/manifest.json",
-        validation,
-        f"{results}/report/timelines",
-        f"{results}/report/vqa",
-        f"{results}/report/summary.html",
-        f"{results}/report/usage.csv",
-    ]
+    return (
+        missing
+        + push
+        + [
+            f"{results}/write/manifest.json",
+            validation,
+            f"{results}/report/timelines",
+            f"{results}/report/vqa",
+            f"{results}/report/summary.html",
+            f"{results}/report/usage.csv",
+        ]
+    )
 
 
 def push_prompts():

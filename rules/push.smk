@@ -12,8 +12,6 @@ rule push_dataset:
         prompts=push_prompts(),
     output:
         receipt=f"results/{DATASET}/push/receipt.json",
-    params:
-        **PLAN.push_params(),
     log:
         PLAN.log("push_dataset"),
     benchmark:
@@ -22,5 +20,7 @@ rule push_dataset:
     localrule: True
     conda:
         "../envs/dataset.yaml"
+    params:
+        **PLAN.push_params(),
     script:
         "../scripts/push_dataset.py"

@@ -42,6 +42,15 @@ rule render_report:
             subcategory="{camera}",
             labels={"episode": "{episode}", "camera": "{camera}"},
         ),
+    log:
+        PLAN.log("render_report"),
+    benchmark:
+        PLAN.benchmark("render_report")
+    conda:
+        "../envs/report.yaml"
+    # One core: rendering is GIL-bound, and validate_staging (then write_dataset and
+    # summarize_run) runs beside it.
+    threads: 1
     params:
         dataset_root=str(PLAN.dataset.root),
         # Small params only: the report repeats a job's params beside every file it shows.
@@ -49,15 +58,6 @@ rule render_report:
         episodes=sample_episodes(PLAN.episodes),
         modules=PLAN.modules,
         model=PLAN.model,
-    # One core: rendering is GIL-bound, and validate_staging (then write_dataset and
-    # summarize_run) runs beside it.
-    threads: 1
-    log:
-        PLAN.log("render_report"),
-    benchmark:
-        PLAN.benchmark("render_report")
-    conda:
-        "../envs/report.yaml"
     script:
         "../scripts/render_report.py"
 
@@ -79,18 +79,18 @@ rule summarize_run:
             category="Summary",
             labels={"file": "model usage (CSV)"},
         ),
-    params:
-        dataset_name=DATASET,
-        modules=PLAN.modules,
-        model=PLAN.model,
-        # The metrics files are found below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
-        logs_dir=str(Path("logs") / DATASET),
-    threads: 1
     log:
         PLAN.log("summarize_run"),
     benchmark:
         PLAN.benchmark("summarize_run")
     conda:
         "../envs/report.yaml"
+    threads: 1
+    params:
+        dataset_name=DATASET,
+        modules=PLAN.modules,
+        model=PLAN.model,
+        # The metrics files are found below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
+        logs_dir=str(Path("logs") / DATASET),
     script:
         "../scripts/summarize_run.py"

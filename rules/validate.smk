@@ -23,6 +23,12 @@ rule validate_staging:
             category="Validation",
         ),
         txt=f"results/{DATASET}/validation/report.txt",
+    log:
+        PLAN.log("validate_staging"),
+    benchmark:
+        PLAN.benchmark("validate_staging")
+    conda:
+        "../envs/dataset.yaml"
     params:
         dataset_root=str(PLAN.dataset.root),
         episodes=PLAN.episodes,
@@ -32,11 +38,5 @@ rule validate_staging:
         # cache's records of incomplete episodes.
         logs_dir=str(Path("logs") / DATASET),
         cache_dir=str(PLAN.cache_dir),
-    log:
-        PLAN.log("validate_staging"),
-    benchmark:
-        PLAN.benchmark("validate_staging")
-    conda:
-        "../envs/dataset.yaml"
     script:
         "../scripts/validate_staging.py"

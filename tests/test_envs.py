@@ -5,10 +5,13 @@ here, so the environments themselves are not built)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import yaml
+from smk import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,19 @@ def test_every_rule_that_runs_code_names_an_env_that_exists():
         envs = re.findall(r'^\s+conda:\s*\n\s+"(\.\./envs/[^"]+)"', text, re.MULTILINE)
         assert len(envs) == scripts, f"{smk.name}: {scripts} scripts, {len(envs)} conda envs"
         assert all((smk.parent / e).resolve().is_file() for e in envs), smk.name
+
+
+def test_snakemake_lint_finds_nothing(synth_small, tmp_path):
+    ws = Workspace(tmp_path, synth_small)
+    run = ws.run("--lint")
+    assert "Lints for" not in run.output, run.output
+
+
+def test_workflow_files_are_snakefmt_formatted():
+    files = [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]
+    check = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
