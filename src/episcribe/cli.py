@@ -25,6 +25,7 @@ NO_JOB_FLAGS = {"-n", "--dry-run", "--dryrun", "--unlock", "--summary", "-S", "-
 HELP = """\
 usage: episcribe [run] [OPTIONS] --config KEY=VALUE ...
        episcribe report [OPTIONS] --config KEY=VALUE ...
+       episcribe redo results/<dataset> --episodes N [N ...] [--modules M ...]
        episcribe stop-server
        episcribe --help | --version
 
@@ -36,6 +37,8 @@ directory (results/, logs/, .episcribe/); run the same command again to resume.
 commands:
   run           annotate, validate, write the dataset and its report (the default)
   report        build report.html, one self-contained page, from the last run
+  redo          ask the model again for these episodes at the next run (forgets their
+                cached answers; all modules, or the ones named)
   stop-server   stop this directory's model server, if one is left running
 
 common config keys (--config key=value, dotted; config.yaml in the package lists all):
@@ -66,8 +69,9 @@ examples:
   episcribe report --config dataset.root=/data/my_dataset
 
 Ctrl-C stops a run and keeps every finished episode; SIGTERM (SLURM time limits,
-`timeout`) does the same. To redo episodes, delete their files under
-results/<dataset>/staging/ and run again.
+`timeout`) does the same. Episodes whose model calls failed are asked again by the next
+run; to redo others, `episcribe redo results/<dataset> --episodes 3 5` and run again
+(a deleted staging file is restored from the cache, not redone).
 """
 
 
@@ -117,10 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "--version":
         print(version())
         return 0
-    command = args.pop(0) if args[0] in ("run", "report", "stop-server") else "run"
+    command = args.pop(0) if args[0] in ("run", "report", "redo", "stop-server") else "run"
     try:
         if command == "stop-server":
             return _stop_server(args)
+        if command == "redo":
+            from .cache import main as cache_main
+
+            cache_main(["redo", *args])
+            return 0
         show_jobs = "--show-jobs" in args
         args = [arg for arg in args if arg != "--show-jobs"]
         every_s, args = _option(args, "--progress-every", 30.0)
