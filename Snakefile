@@ -21,7 +21,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# Beside this file, so the workflow runs from any directory (see episcribe.cli).
+configfile: f"{workflow.basedir}/config.yaml"
 
 
 include: "rules/common.smk"

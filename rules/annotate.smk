@@ -17,7 +17,8 @@ Inputs of each job: exactly the prompt templates and answer schemas its module u
 (episcribe.registry), the data shards and videos holding its episodes, and the upstream
 modules' staging files (plan <- signals; interjections <- plan; plan_update <- plan,
 interjections). Params: its own config section, the model identity (none for signals,
-which asks no model), the seed where the module draws from it. So editing prompts/vqa_*.txt re-runs only annotate_vqa jobs.
+which asks no model), the seed where the module draws from it. So editing
+prompts/vqa_*.txt re-runs only annotate_vqa jobs.
 Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode.
 
 Priorities come from the registry (the plan chain first, vqa fills the slots left). All
@@ -27,7 +28,6 @@ Module targets: a rule named after each module (signals, plan, interjections, ..
 needs all of that module's staging files, so `snakemake --cores all vqa` builds only the
 VQA staging, and `--until vqa` stops there.
 """
-
 
 for module in PLAN.modules:
     for shard in SHARDS:
@@ -40,17 +40,17 @@ for module in PLAN.modules:
                 **job_inputs(module, shard),
             output:
                 PLAN.staging_outputs(module, shard),
-            params:
-                **job_params(module, shard),
             log:
                 PLAN.log(f"annotate_{module}", shard),
             benchmark:
                 PLAN.benchmark(f"annotate_{module}", shard)
+            priority: MODULE_SPECS[module].priority
             # On a cluster (profiles/slurm) the annotate jobs of several shards go to SLURM as
             # one submission: --group-components annotate=N there. No effect on local runs.
             group:
                 "annotate"
-            priority: MODULE_SPECS[module].priority
+            conda:
+                "../envs/annotate.yaml"
             # No core of --cores: an annotate job mostly waits on the model server, and
             # holding a core would let a 2-core machine run only two of them at once, so
             # the latency-bound plan chain and the vqa jobs that fill the server would take
@@ -66,6 +66,9 @@ for module in PLAN.modules:
                 # shard; override with --set-resources or the profile.
                 mem_mb=2000,
                 runtime=10 + 2 * len(shard.episodes),
+            params:
+                **job_params(module, shard),
+                dataset_root=dataset_root,
             script:
                 "../scripts/annotate_episodes.py"
 

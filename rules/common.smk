@@ -14,12 +14,14 @@ from episcribe.config import resolve
 from episcribe.errors import UserError
 from episcribe.outcomes import end_of_run_lines
 from episcribe.registry import MODULES as MODULE_SPECS
+from episcribe.stopping import guard_sigterm
 from episcribe.vlm import server
 from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
 
-# Jobs started by this snakemake share one model server; it watches this pid and stops
-# when the run ends, however it ends. setdefault: job subprocesses re-read this file.
-os.environ.setdefault("EPISCRIBE_OWNER_PID", str(os.getpid()))
+# Jobs started by this snakemake share one model server; it watches the main snakemake
+# process and stops when the run ends, however it ends. Job processes inherit the pid.
+if workflow.is_main_process:
+    server.set_owner(os.getpid())
 
 # Relative to the working directory, so input paths stay the same when the checkout moves
 # (absolute paths would make a copied or renamed checkout re-run every job).
@@ -29,7 +31,7 @@ try:
     config.update(resolve(config))
     # A Hub dataset is downloaded (once) by the main process, before the DAG needs it;
     # job processes re-read this file and find it there.
-    if os.environ["EPISCRIBE_OWNER_PID"] == str(os.getpid()):
+    if workflow.is_main_process:
         fetch_dataset(config)
     PLAN = WorkflowPlan(config, PROMPTS)
 except UserError as exc:
@@ -37,6 +39,11 @@ except UserError as exc:
 
 DATASET = PLAN.name
 SHARDS = PLAN.shards
+
+# Snakemake 9.27.1's SIGTERM handler can deadlock (episcribe.stopping says how); only the
+# main process schedules jobs.
+if workflow.is_main_process:
+    guard_sigterm()
 
 
 wildcard_constraints:
@@ -59,13 +66,19 @@ def upstream_outputs(module, shard):
     """The staging files of the modules this one builds on, for the same shard, as
     rules.<rule>.output items (unnamed inputs: see validate_staging for why)."""
     return [
-        path for dep in PLAN.upstream(module) for path in getattr(rules, shard.rule_name(dep)).output
+        path
+        for dep in PLAN.upstream(module)
+        for path in getattr(rules, shard.rule_name(dep)).output
     ]
+
+
+def dataset_root(wildcards):
+    """The dataset's directory: a param that is the prefix of the jobs' source inputs."""
+    return str(PLAN.dataset.root)
 
 
 def job_params(module, shard):
     return PLAN.module_params(module, shard) | {
-        "staging_dir": str(PLAN.staging_dir),
         "cache_dir": str(PLAN.cache_dir),
         "upstream_modules": PLAN.upstream(module),
         # Changes when one of the shard's episodes was staged with failed model calls, so
@@ -88,14 +101,18 @@ def final_outputs():
     validation = f"{results}/validation/report.json"
     missing = PLAN.missing_staging() if os.path.exists(validation) else []
     push = [f"{results}/push/receipt.json"] if PLAN.push_repo else []
-    return missing + push + [
-        f"{results}/write/manifest.json",
-        validation,
-        f"{results}/report/timelines",
-        f"{results}/report/vqa",
-        f"{results}/report/summary.html",
-        f"{results}/report/usage.csv",
-    ]
+    return (
+        missing
+        + push
+        + [
+            f"{results}/write/manifest.json",
+            validation,
+            f"{results}/report/timelines",
+            f"{results}/report/vqa",
+            f"{results}/report/summary.html",
+            f"{results}/report/usage.csv",
+        ]
+    )
 
 
 def push_prompts():

@@ -12,13 +12,15 @@ rule push_dataset:
         prompts=push_prompts(),
     output:
         receipt=f"results/{DATASET}/push/receipt.json",
-    params:
-        **PLAN.push_params(),
     log:
         PLAN.log("push_dataset"),
     benchmark:
         PLAN.benchmark("push_dataset")
     # Cluster nodes often cannot reach the Hub; the login node can.
     localrule: True
+    conda:
+        "../envs/dataset.yaml"
+    params:
+        **PLAN.push_params(),
     script:
         "../scripts/push_dataset.py"

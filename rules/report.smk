@@ -42,21 +42,22 @@ rule render_report:
             subcategory="{camera}",
             labels={"episode": "{episode}", "camera": "{camera}"},
         ),
+    log:
+        PLAN.log("render_report"),
+    benchmark:
+        PLAN.benchmark("render_report")
+    conda:
+        "../envs/report.yaml"
+    # One core: rendering is GIL-bound, and validate_staging (then write_dataset and
+    # summarize_run) runs beside it.
+    threads: 1
     params:
         dataset_root=str(PLAN.dataset.root),
-        staging_dir=str(PLAN.staging_dir),
         # Small params only: the report repeats a job's params beside every file it shows.
         # The plan's episodes that get a timeline (at most 64), not all of them.
         episodes=sample_episodes(PLAN.episodes),
         modules=PLAN.modules,
         model=PLAN.model,
-    # One core: rendering is GIL-bound, and validate_staging (then write_dataset and
-    # summarize_run) runs beside it.
-    threads: 1
-    log:
-        PLAN.log("render_report"),
-    benchmark:
-        PLAN.benchmark("render_report")
     script:
         "../scripts/render_report.py"
 
@@ -78,16 +79,18 @@ rule summarize_run:
             category="Summary",
             labels={"file": "model usage (CSV)"},
         ),
+    log:
+        PLAN.log("summarize_run"),
+    benchmark:
+        PLAN.benchmark("summarize_run")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
     params:
         dataset_name=DATASET,
         modules=PLAN.modules,
         model=PLAN.model,
         # The metrics files are found below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
         logs_dir=str(Path("logs") / DATASET),
-    threads: 1
-    log:
-        PLAN.log("summarize_run"),
-    benchmark:
-        PLAN.benchmark("summarize_run")
     script:
         "../scripts/summarize_run.py"

@@ -23,9 +23,14 @@ rule validate_staging:
             category="Validation",
         ),
         txt=f"results/{DATASET}/validation/report.txt",
+    log:
+        PLAN.log("validate_staging"),
+    benchmark:
+        PLAN.benchmark("validate_staging")
+    conda:
+        "../envs/dataset.yaml"
     params:
         dataset_root=str(PLAN.dataset.root),
-        staging_dir=str(PLAN.staging_dir),
         episodes=PLAN.episodes,
         modules=PLAN.modules,
         # Also read (not declared): what the annotate jobs did with the model, from the
@@ -33,9 +38,5 @@ rule validate_staging:
         # cache's records of incomplete episodes.
         logs_dir=str(Path("logs") / DATASET),
         cache_dir=str(PLAN.cache_dir),
-    log:
-        PLAN.log("validate_staging"),
-    benchmark:
-        PLAN.benchmark("validate_staging")
     script:
         "../scripts/validate_staging.py"

@@ -12,9 +12,15 @@ rule write_dataset:
         report=rules.validate_staging.output.json,
     output:
         manifest=f"results/{DATASET}/write/manifest.json",
+    log:
+        PLAN.log("write_dataset"),
+    benchmark:
+        PLAN.benchmark("write_dataset")
     # Before the report's summary when both are ready: the annotated dataset is what the
     # user waits for.
     priority: 1
+    conda:
+        "../envs/dataset.yaml"
     params:
         dataset_root=str(PLAN.dataset.root),
         staging_dir=str(PLAN.staging_dir),
@@ -23,9 +29,5 @@ rule write_dataset:
         destination=PLAN.destination(),
         skip_validation=config["skip_validation"],
         provenance=PLAN.provenance(),
-    log:
-        PLAN.log("write_dataset"),
-    benchmark:
-        PLAN.benchmark("write_dataset")
     script:
         "../scripts/write_dataset.py"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from episcribe.annotate import JobSpec, run_job
 from episcribe.logs import script_main
+from episcribe.staging import staging_dir_of
 from episcribe.vlm.sizing import server_settings
 from episcribe.workflow import SERVER_RUN_DIR
 
@@ -15,7 +16,7 @@ def main(smk):
             module=p.module,
             dataset_root=Path(p.dataset_root),
             episodes=list(p.episodes),
-            staging_dir=Path(p.staging_dir),
+            staging_dir=staging_dir_of(smk.output[0]),
             cache_dir=Path(p.cache_dir),
             # The prompt files are the job's inputs; where the checkout lives is no param.
             # (A module that asks no model has none and reads none.)

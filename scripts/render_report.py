@@ -2,13 +2,14 @@
 
 from episcribe.logs import script_main
 from episcribe.report.build import render_images
+from episcribe.staging import staging_dir_of
 
 
 def main(smk):
     p = smk.params
     render_images(
         dataset_root=p.dataset_root,
-        staging_dir=p.staging_dir,
+        staging_dir=staging_dir_of(smk.input[0]),
         episodes=list(p.episodes),
         modules=list(p.modules),
         model=dict(p.model),

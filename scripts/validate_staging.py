@@ -3,6 +3,7 @@
 from episcribe.dataset import LeRobotDataset
 from episcribe.logs import script_main
 from episcribe.outcomes import job_files
+from episcribe.staging import staging_dir_of
 from episcribe.validation import validate_staging
 
 
@@ -11,7 +12,7 @@ def main(smk):
     dataset = LeRobotDataset.open(p.dataset_root)
     report = validate_staging(
         dataset,
-        p.staging_dir,
+        staging_dir_of(smk.input[0]),
         list(p.episodes),
         list(p.modules),
         cache_dir=p.cache_dir,

@@ -30,6 +30,7 @@ WORKFLOW_FILES = (
     "schemas",
     "profiles",
     "report",
+    "envs",
 )
 RULE_LINE = re.compile(r"^(?:local)?rule (\S+):$", re.MULTILINE)
 

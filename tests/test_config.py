@@ -137,3 +137,13 @@ def test_auto_job_cut_covers_every_episode_once_in_few_jobs(episodes):
     assert len(shards) * 4 <= MAX_JOBS + 4
     assert all(len(s.episodes) >= AUTO_EPISODES_PER_JOB for s in shards[:-1])
     assert shard_episodes(list(range(episodes)), 1, n_modules=4)[-1].episodes == (episodes - 1,)
+
+
+def test_the_api_key_comes_from_the_variable_config_names(monkeypatch):
+    from episcribe.config import api_key
+
+    vlm = resolve({"vlm": {"api_key_env": "MY_LAB_KEY"}})["vlm"]
+    monkeypatch.delenv("MY_LAB_KEY", raising=False)
+    assert api_key(vlm) == "EMPTY"
+    monkeypatch.setenv("MY_LAB_KEY", "sk-lab")
+    assert api_key(vlm) == "sk-lab"

@@ -26,7 +26,7 @@ from episcribe.modules.base import (
 )
 from episcribe.modules.plan import join_steps, plan_windows, stitch
 from episcribe.prompts import PromptSet
-from episcribe.registry import MODULES
+from episcribe.registry import MODULES, NAMES
 from episcribe.validation import ERROR, validate_episode
 from episcribe.vlm.client import VlmClient
 
@@ -99,7 +99,7 @@ def run_module(
     return Result(rows, skipped, kinds, episode)
 
 
-def run_chain(root, index, base, tmp_path, modules=tuple(MODULES), seed=1729, **settings):
+def run_chain(root, index, base, tmp_path, modules=NAMES, seed=1729, **settings):
     """Run modules in order, feeding upstream rows; ``settings``: module -> overrides."""
     out: dict[str, Result] = {}
     for module in modules:
@@ -250,7 +250,7 @@ def test_same_seed_gives_byte_identical_rows(synth_small, fake, tmp_path):
     base, _ = fake
     first = run_chain(synth_small, 2, base, tmp_path)
     second = run_chain(synth_small, 2, base, tmp_path)
-    for module in MODULES:
+    for module in NAMES:
         a = [json.dumps(r, sort_keys=True) for r in first[module].rows]
         b = [json.dumps(r, sort_keys=True) for r in second[module].rows]
         assert a == b, module

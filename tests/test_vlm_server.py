@@ -157,6 +157,33 @@ def test_supervisor_stops_when_the_owner_dies(run_dir, monkeypatch):
         owner.wait()
 
 
+def test_no_server_is_started_for_an_owner_that_is_gone(run_dir, monkeypatch):
+    """A job that outlived its kill -9'd snakemake must not start a server nobody stops."""
+    owner = subprocess.Popen(["true"])
+    owner.wait()
+    monkeypatch.setenv(server.OWNER_ENV, str(owner.pid))
+    with pytest.raises(ServerError, match=rf"pid {owner.pid}\) is gone: not starting"):
+        server.ensure(settings(), run_dir)
+    assert not (run_dir / "supervisor.json").exists()
+    assert not (run_dir / "supervisor.log").exists()
+
+
+def test_supervisor_gives_up_start_up_when_its_owner_dies(run_dir, monkeypatch):
+    owner = subprocess.Popen(["sleep", "60"])
+    # A server that never answers /health: start-up would last startup_timeout_s.
+    slow = f"{sys.executable} -c 'import time; time.sleep(60)' --port {{port}}"
+    monkeypatch.setenv(server.OWNER_ENV, str(owner.pid))
+    proc = ensure_cli(run_dir, settings(serve_command=slow, startup_timeout_s=120))
+    assert wait_until(lambda: (run_dir / "supervisor.json").exists(), 10)
+    supervisor = json.loads((run_dir / "supervisor.json").read_text())
+    owner.kill()
+    owner.wait()
+    assert wait_until(lambda: not server.alive(supervisor["pid"], supervisor["start_time"]), 10)
+    assert "exited during start-up" in (run_dir / "supervisor.log").read_text()
+    proc.kill()
+    proc.communicate()
+
+
 def test_supervisor_stops_after_the_idle_timeout(run_dir):
     child = ensure_cli(run_dir, settings(idle_timeout_s=1))  # the only client, gone at once
     assert child.wait(timeout=30) == 0, child.stderr.read()

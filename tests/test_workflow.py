@@ -236,7 +236,7 @@ def test_sharded_run_equals_per_episode_run_and_rebuilds_one_episode(baseline, d
     assert len(ws.fake_requests()) == calls_before
     assert ws.staging("synth") == baseline.staging("synth")
 
-    redo = [sys.executable, "-m", "episcribe.cache", "redo", "results/synth", "--episodes", "1",
+    redo = [sys.executable, "-m", "episcribe.cli", "redo", "results/synth", "--episodes", "1",
             "--modules", "vqa"]  # fmt: skip
     subprocess.run(redo, cwd=ws.root, check=True, capture_output=True)
     run = ws.run()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import registry
 from .cache import EpisodeCache, digest, record_delivery
+from .config import api_key
 from .dataset import LeRobotDataset
 from .modules.base import EpisodeContext, FrameSource
 from .outcomes import JobSummary, check_failures
@@ -41,7 +42,7 @@ class JobSpec:
     cache_dir: Path
     prompts_dir: Path
     settings: dict  # the module's config section
-    model: dict  # the settings that shape the model's answers (see model_identity)
+    model: dict  # the settings that shape the model's answers (vlm.identity.model_identity)
     seed: int
     vlm: dict  # the whole vlm section: backend, endpoint, concurrency, timeouts
     run_dir: Path  # where the model server's state lives
@@ -49,27 +50,6 @@ class JobSpec:
     episode_concurrency: int = 8
     metrics_path: Path | None = None
     summary_path: Path | None = None
-
-
-def model_identity(vlm: dict, camera_key: str) -> dict:
-    """The vlm settings that change what the model answers (and so trigger re-runs).
-
-    Endpoint, concurrency and timeouts are left out on purpose: moving the server or
-    raising the concurrency must not re-annotate anything. A fake server's answers
-    depend on its options, so those are part of its identity.
-    """
-    identity = {
-        "model_id": vlm["model_id"],
-        "camera_key": camera_key,
-        "max_completion_tokens": token_budgets(vlm),
-        "enable_thinking": vlm["enable_thinking"],
-        "temperature": vlm["temperature"],
-        "image_max_side": vlm["image_max_side"],
-        "jpeg_quality": vlm["jpeg_quality"],
-    }
-    if vlm["backend"] == "fake":
-        identity["fake"] = vlm["fake"]
-    return identity
 
 
 def run_job(spec: JobSpec) -> JobSummary:
@@ -147,7 +127,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     # while this one imports the client, instead of one after the other.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="server") as starter:
         server_urls = starter.submit(server.ensure, spec.vlm, spec.run_dir)
-        # Imported here: the openai client costs ~0.35 CPU-s of start-up, which a job
+        # Imported here: the openai client is slow to import, which a job
         # whose episodes all come from the cache need not pay.
         from .vlm.client import VlmClient
         from .vlm.slots import SlotPool
@@ -164,7 +144,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
     async with VlmClient(
         urls,
         spec.vlm["model_id"],
-        spec.vlm["api_key"],
+        api_key(spec.vlm),
         concurrency=spec.vlm["client_concurrency"],
         max_completion_tokens=token_budgets(spec.vlm),
         enable_thinking=spec.vlm["enable_thinking"],

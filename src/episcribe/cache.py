@@ -21,7 +21,7 @@ others come from the cache). The count only grows, so once the episode is comple
 param stays as it was and nothing re-runs again.
 
 Asking the model anew for an episode whose answers are cached is an explicit act,
-:func:`redo` (``python -m episcribe.cache redo``): it forgets the episode's entry and
+:func:`redo` (``episcribe redo``): it forgets the episode's entry and
 removes its staging file. A staging file that is merely missing (Snakemake removes a
 job's outputs before it runs it, and a failed job leaves them removed) is restored from
 the cache, never taken as a wish to redo.
@@ -142,13 +142,13 @@ def redo(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m episcribe.cache redo results/<dataset> [--modules ...] --episodes ...``"""
+    """``episcribe redo results/<dataset> [--modules ...] --episodes ...``"""
     import argparse
 
     from .staging import MODULES
 
     parser = argparse.ArgumentParser(
-        prog="python -m episcribe.cache",
+        prog="episcribe",
         description="Ask the model again for some episodes at the next run.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,7 +163,3 @@ def main(argv: list[str] | None = None) -> None:
         done = redo(args.results / "cache", args.results / "staging", module, args.episodes)
         print(f"{module}: {len(done)} episode(s) will be annotated anew: {done}")
     print("Run the workflow again to annotate them.")
-
-
-if __name__ == "__main__":
-    main()

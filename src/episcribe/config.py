@@ -15,6 +15,7 @@ Errors name the dotted key and say what is allowed.
 from __future__ import annotations
 
 import copy
+import os
 import textwrap
 from collections.abc import Mapping
 from functools import cache
@@ -24,9 +25,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import WORKFLOW_DIR
 from .errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 KEY_SEPARATORS = ("__", ".")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
@@ -41,6 +43,12 @@ def resolve(raw: Mapping[str, Any], schema: dict | None = None) -> dict:
     """Return a new, validated config with every default filled in."""
     schema = schema or load_schema()
     config = _coerce(expand_dotted_keys(raw), schema, path="")
+    if isinstance(config.get("vlm"), dict) and "api_key" in config["vlm"]:
+        raise ConfigError(
+            "vlm.api_key: the API key is not taken from config or the command line (Snakemake "
+            "writes both into its logs and job scripts); remove it and export it as "
+            "OPENAI_API_KEY, or name another variable with vlm.api_key_env"
+        )
     _defaulting_validator(schema).validate(config)
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path)
@@ -69,7 +77,7 @@ def expand_dotted_keys(raw: Mapping[str, Any]) -> dict:
                 raise ConfigError(f"config key {key!r} nests under a value that is not a section")
         leaf = parts[-1]
         if isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            node[leaf] = _merge(node[leaf], value)
+            node[leaf] = merge_sections(node[leaf], value)
         else:
             node[leaf] = copy.deepcopy(value)
     return out
@@ -82,17 +90,23 @@ def _split_key(key: str) -> list[str]:
     return parts
 
 
+def api_key(vlm: Mapping[str, Any]) -> str:
+    """The endpoint's API key, from the environment variable ``vlm.api_key_env`` names
+    ("EMPTY", what the openai client sends to a server that wants none, if unset)."""
+    return os.environ.get(vlm["api_key_env"]) or "EMPTY"
+
+
 def dotted_to_snakemake(entry: str) -> str:
     """Rewrite one ``--config`` entry so Snakemake accepts it: ``a.b=1`` -> ``a__b=1``."""
     key, sep, value = entry.partition("=")
     return key.replace(".", "__") + sep + value
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_sections(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_sections(merged[key], value)
         else:
             merged[key] = value
     return merged

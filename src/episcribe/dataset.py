@@ -22,16 +22,23 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from .dataset_files import (
+    camera_size,
+    check_timestamps,
+    fill_template,
+    format_range,
+    group_rows,
+    listing,
+    plain,
+    read_episode_rows,
+    read_episodes,
+    read_info,
+    short_list,
+)
 from .errors import DatasetError
 
 log = logging.getLogger(__name__)
-
-MAX_FPS = 1000.0  # far above any robot camera; a larger value is a broken info.json
-
-V21_CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30"
 
 
 @dataclass(frozen=True)
@@ -74,37 +81,6 @@ class Episode:
         return float(self.timestamps[-1] - self.timestamps[0])
 
 
-def _format_range(indices: np.ndarray) -> str:
-    if len(indices) == 0:
-        return "none (the dataset has no episodes)"
-    lo, hi = int(indices.min()), int(indices.max())
-    if hi - lo + 1 == len(indices):
-        return f"{lo}..{hi} ({len(indices)} episodes)"
-    return f"{len(indices)} episodes between {lo} and {hi} (with gaps)"
-
-
-def _short_list(items: Sequence, limit: int = 10) -> str:
-    shown = ", ".join(str(x) for x in list(items)[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-def _camera_size(key: str, feature: dict) -> tuple[int, int]:
-    """(width, height) from the feature's video info, else from its shape."""
-    info = feature.get("info") or {}
-    if "video.width" in info and "video.height" in info:
-        return int(info["video.width"]), int(info["video.height"])
-    shape = feature.get("shape") or []
-    names = feature.get("names")
-    if len(shape) == 3:
-        if isinstance(names, list) and "width" in names and "height" in names:
-            return int(shape[names.index("width")]), int(shape[names.index("height")])
-        return int(shape[1]), int(shape[0])  # LeRobot's default order: [h, w, c]
-    raise DatasetError(
-        f"meta/info.json: video feature {key!r} has neither info.video.width/height nor a "
-        f"[height, width, channels] shape (got shape {shape!r}); add them to info.json"
-    )
-
-
 class LeRobotDataset:
     """A LeRobot v3.x dataset on local disk. Build it with :meth:`open`."""
 
@@ -123,7 +99,7 @@ class LeRobotDataset:
         order = np.argsort(columns["episode_index"], kind="stable")
         self._indices = columns["episode_index"][order]
         self._row_of = {int(e): int(r) for e, r in zip(self._indices, order, strict=True)}
-        self._sizes = {cam: _camera_size(cam, info["features"][cam]) for cam in self.cameras}
+        self._sizes = {cam: camera_size(cam, info["features"][cam]) for cam in self.cameras}
         self._info_cache: dict[int, EpisodeInfo] = {}
         self._size_cache: dict[Path, int] = {}
         self._path_cache: dict[tuple[str | None, int, int], Path] = {}
@@ -135,7 +111,7 @@ class LeRobotDataset:
         root = Path(os.path.abspath(os.path.expanduser(root)))
         if not root.is_dir():
             raise DatasetError(f"dataset directory {root} does not exist")
-        info = _read_info(root)
+        info = read_info(root)
         cameras = [
             k
             for k, f in info["features"].items()
@@ -146,7 +122,7 @@ class LeRobotDataset:
                 f"{root / 'meta/info.json'}: no feature has dtype 'video', so there is nothing "
                 "for the vision-language model to watch; annotate a dataset recorded with cameras"
             )
-        columns, tasks = _read_episodes(root, cameras)
+        columns, tasks = read_episodes(root, cameras)
         dataset = cls(root, info, columns, tasks)
         dataset._check_files()
         return dataset
@@ -155,19 +131,19 @@ class LeRobotDataset:
         cols = self._cols
         episodes = cols["episode_index"]
         data_keys = np.stack([cols["data/chunk_index"], cols["data/file_index"]], axis=1)
-        for (chunk, file), eps in _group(data_keys, episodes):
+        for (chunk, file), eps in group_rows(data_keys, episodes):
             path = self._data_path(chunk, file)
             if not path.is_file():
                 raise DatasetError(
                     f"data file {path} is missing; meta/episodes says episode(s) "
-                    f"{_short_list(eps)} are stored in it. Restore the file (re-download "
+                    f"{short_list(eps)} are stored in it. Restore the file (re-download "
                     "the dataset) or annotate only the other episodes with only_episodes"
                 )
         for cam in self.cameras:
             keys = np.stack(
                 [cols[f"videos/{cam}/chunk_index"], cols[f"videos/{cam}/file_index"]], axis=1
             )
-            groups = list(_group(keys, episodes))
+            groups = list(group_rows(keys, episodes))
             paths = [(self._video_path(cam, c, f), eps) for (c, f), eps in groups]
             missing = [(p, eps) for p, eps in paths if not p.is_file()]
             if missing and len(missing) == len(paths):
@@ -175,14 +151,14 @@ class LeRobotDataset:
                     f"no video file of camera {cam!r} exists: the video_path template in "
                     f"meta/info.json ({self.info['video_path']!r}) does not match the files on "
                     f"disk (expected e.g. {paths[0][0].relative_to(self.root)}). Under videos/ "
-                    f"there is: {_listing(self.root / 'videos')}. Fix video_path in info.json "
+                    f"there is: {listing(self.root / 'videos')}. Fix video_path in info.json "
                     "or move the files"
                 )
             if missing:
                 path, eps = missing[0]
                 raise DatasetError(
                     f"video file {path} of camera {cam!r} is missing; meta/episodes says "
-                    f"episode(s) {_short_list(eps)} are stored in it"
+                    f"episode(s) {short_list(eps)} are stored in it"
                     + (
                         f" ({len(missing)} video files are missing in all)"
                         if len(missing) > 1
@@ -194,12 +170,12 @@ class LeRobotDataset:
 
     # -- paths ---------------------------------------------------------------------
     def _data_path(self, chunk: int, file: int) -> Path:
-        return self.root / _fill(
+        return self.root / fill_template(
             self.info, "data_path", chunk_index=int(chunk), file_index=int(file)
         )
 
     def _video_path(self, camera: str, chunk: int, file: int) -> Path:
-        rel = _fill(
+        rel = fill_template(
             self.info, "video_path", video_key=camera, chunk_index=int(chunk), file_index=int(file)
         )
         return self.root / rel
@@ -212,8 +188,8 @@ class LeRobotDataset:
         unknown = sorted({int(i) for i in only} - self._row_of.keys())
         if unknown:
             raise DatasetError(
-                f"only_episodes names episode(s) {_short_list(unknown)} that {self.root} does not "
-                f"have; valid episode indices: {_format_range(self._indices)}"
+                f"only_episodes names episode(s) {short_list(unknown)} that {self.root} does not "
+                f"have; valid episode indices: {format_range(self._indices)}"
             )
         return sorted({int(i) for i in only})
 
@@ -223,7 +199,7 @@ class LeRobotDataset:
         except KeyError:
             raise DatasetError(
                 f"episode {index} is not in {self.root}; valid episode indices: "
-                f"{_format_range(self._indices)}"
+                f"{format_range(self._indices)}"
             ) from None
 
     def episode_info(self, index: int) -> EpisodeInfo:
@@ -262,7 +238,7 @@ class LeRobotDataset:
         """The episode's float32 timestamps in frame order, read from its own shard only."""
         info = self.episode_info(index)
         path = info.data_path
-        table = _read_episode_rows(path, info.index)
+        table = read_episode_rows(path, info.index)
         if table.num_rows == 0:
             raise DatasetError(
                 f"episode {info.index} has no frames in {path} (meta/episodes says it has "
@@ -282,7 +258,7 @@ class LeRobotDataset:
             log.warning("%s: timestamp is %s, not float32; narrowing it to float32", path, ts.type)
             ts = ts.cast(pa.float32())
         timestamps = ts.to_numpy().astype(np.float32, copy=False)
-        _check_timestamps(path, info.index, timestamps)
+        check_timestamps(path, info.index, timestamps)
         if len(timestamps) != info.length:
             log.warning(
                 "episode %d: %s has %d frames but meta/episodes says length %d; using the frames",
@@ -297,7 +273,7 @@ class LeRobotDataset:
         """A vector feature (``observation.state``, ``action``) of one episode as a
         frames x channels float64 array, in frame order."""
         info = self.episode_info(index)
-        table = _read_episode_rows(info.data_path, info.index, extra=(key,))
+        table = read_episode_rows(info.data_path, info.index, extra=(key,))
         if "frame_index" in table.column_names:
             table = table.sort_by("frame_index")
         column = table.column(key)
@@ -345,7 +321,7 @@ class LeRobotDataset:
         """A stable sha256 of what the annotators see of this episode (no mtimes)."""
         info = self.episode_info(index)
         row = self._row(index)
-        meta = {name: _plain(col[row]) for name, col in sorted(self._cols.items())}
+        meta = {name: plain(col[row]) for name, col in sorted(self._cols.items())}
         doc = {
             "fps": self.fps,
             "meta": meta,
@@ -382,218 +358,3 @@ class LeRobotDataset:
             f"LeRobotDataset({str(self.root)!r}, episodes={len(self._indices)}, "
             f"fps={self.fps:g}, cameras={list(self.cameras)})"
         )
-
-
-# -- helpers -------------------------------------------------------------------------
-def _read_info(root: Path) -> dict:
-    path = root / "meta" / "info.json"
-    if not path.is_file():
-        raise DatasetError(
-            f"{path} is missing: {root} is not a LeRobot dataset (expected meta/info.json, "
-            "meta/episodes/, data/ and videos/); point dataset.root at the dataset's top directory"
-        )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(info, dict):
-        raise DatasetError(f"{path} must hold a JSON object")
-    version = str(info.get("codebase_version", ""))
-    if version.startswith("v2") or version.startswith("v1"):
-        raise DatasetError(
-            f"{path}: codebase_version is {version!r}: this is a LeRobot {version[:2]} dataset, "
-            "and episcribe reads v3.x only. Convert it with LeRobot's v2.1 -> v3.0 converter: "
-            f"`{V21_CONVERTER} --repo-id=<repo_id>` (update to v2.1 first if it is older)"
-        )
-    if not version.startswith("v3."):
-        raise DatasetError(
-            f"{path}: codebase_version is {version!r}; episcribe reads LeRobot v3.x datasets "
-            "(codebase_version 'v3.0' or 'v3.1')"
-        )
-    for key in ("fps", "features", "data_path", "video_path"):
-        if key not in info:
-            raise DatasetError(f"{path}: required key {key!r} is missing")
-    if not isinstance(info["features"], dict):
-        raise DatasetError(f"{path}: 'features' must be an object of feature specs")
-    try:
-        fps = float(info["fps"])
-    except (TypeError, ValueError):
-        fps = 0.0
-    if not 0 < fps <= MAX_FPS:
-        raise DatasetError(
-            f"{path}: fps must be a frame rate between 0 and {MAX_FPS:g}, got {info['fps']!r}; "
-            "fix 'fps' in meta/info.json"
-        )
-    return info
-
-
-def _check_timestamps(path: Path, episode: int, timestamps: np.ndarray) -> None:
-    """Annotations sit on frame timestamps, so they must be finite and strictly rising."""
-    bad = np.flatnonzero(~np.isfinite(timestamps))
-    if len(bad):
-        raise DatasetError(
-            f"{path}: episode {episode} has a non-finite timestamp ({timestamps[bad[0]]}) at "
-            f"its frame {bad[0]}; repair the shard or exclude the episode with "
-            "dataset.only_episodes"
-        )
-    back = np.flatnonzero(np.diff(timestamps) <= 0)
-    if len(back):
-        i = int(back[0])
-        raise DatasetError(
-            f"{path}: episode {episode}'s timestamps do not rise at its frame {i + 1} "
-            f"({timestamps[i]:.6f} s, then {timestamps[i + 1]:.6f} s); repair the shard or "
-            "exclude the episode with dataset.only_episodes"
-        )
-
-
-def _fill(info: dict, key: str, **fields) -> str:
-    template = info[key]
-    try:
-        return template.format(**fields)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise DatasetError(
-            f"meta/info.json: the {key} template {template!r} cannot be filled with "
-            f"{sorted(fields)} ({type(exc).__name__}: {exc}); v3 templates use "
-            "{chunk_index}, {file_index} (and {video_key} for videos)"
-        ) from None
-
-
-def _episode_columns(cameras: Sequence[str]) -> list[str]:
-    cols = [
-        "episode_index",
-        "length",
-        "data/chunk_index",
-        "data/file_index",
-        "dataset_from_index",
-        "dataset_to_index",
-    ]
-    for cam in cameras:
-        cols += [f"videos/{cam}/{k}" for k in ("chunk_index", "file_index")]
-        cols += [f"videos/{cam}/{k}" for k in ("from_timestamp", "to_timestamp")]
-    return cols
-
-
-def _read_episodes(root: Path, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], list]:
-    """The episodes metadata as numpy columns (one entry per episode) and task lists."""
-    meta_dir = root / "meta" / "episodes"
-    files = sorted(meta_dir.glob("chunk-*/file-*.parquet"))
-    if not files:
-        raise DatasetError(
-            f"{meta_dir} holds no chunk-*/file-*.parquet: the episodes metadata is missing, so "
-            "episodes cannot be located; re-download the dataset's meta/ directory"
-        )
-    wanted = _episode_columns(cameras)
-    numeric: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
-    tasks: list = []
-    for path in files:
-        try:
-            schema = pq.read_schema(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise DatasetError(f"{path} is not a readable parquet file: {exc}") from None
-        absent = [c for c in [*wanted, "tasks"] if c not in schema.names]
-        if absent:
-            cam_cols = [c for c in absent if c.startswith("videos/")]
-            hint = (
-                f"; the cameras in info.json are {list(cameras)} and this file has video "
-                f"columns for {_video_keys(schema.names)}"
-                if cam_cols
-                else ""
-            )
-            raise DatasetError(
-                f"{path} lacks column(s) {_short_list(absent)}{hint}; it is not LeRobot v3 "
-                "episodes metadata"
-            )
-        try:
-            table = pq.read_table(path, columns=[*wanted, "tasks"])
-        except (pa.ArrowException, OSError) as exc:
-            raise DatasetError(f"{path} is not a readable parquet file: {exc}") from None
-        for c in wanted:
-            col = table.column(c)
-            if col.null_count:
-                bad = table.column("episode_index").filter(pc.is_null(col)).to_pylist()
-                raise DatasetError(
-                    f"{path}: column {c!r} is empty for episode(s) {_short_list(bad)}; the "
-                    "episodes metadata is incomplete"
-                )
-            numeric[c].append(col.to_numpy())
-        tasks.extend(table.column("tasks").to_pylist())
-    columns = {c: np.concatenate(parts) for c, parts in numeric.items()}
-    episodes = columns["episode_index"]
-    uniq, counts = np.unique(episodes, return_counts=True)
-    if (counts > 1).any():
-        raise DatasetError(
-            f"{meta_dir}: episode(s) {_short_list(uniq[counts > 1].tolist())} appear more than "
-            "once in the episodes metadata"
-        )
-    return columns, tasks
-
-
-def _video_keys(names: Sequence[str]) -> list[str]:
-    keys = []
-    for n in names:
-        if n.startswith("videos/") and n.endswith("/chunk_index"):
-            keys.append(n[len("videos/") : -len("/chunk_index")])
-    return keys
-
-
-def _group(keys: np.ndarray, episodes: np.ndarray):
-    """Yield ((chunk, file), [episodes...]) for each distinct (chunk, file) row of keys."""
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-    for k, (chunk, file) in enumerate(uniq):
-        eps = np.sort(episodes[order[bounds[k] : bounds[k + 1]]]).tolist()
-        yield (int(chunk), int(file)), eps
-
-
-def _listing(directory: Path, limit: int = 8) -> str:
-    if not directory.is_dir():
-        return "nothing (the directory does not exist)"
-    found = sorted(p.relative_to(directory.parent).as_posix() for p in directory.rglob("*.mp4"))
-    if not found:
-        return "no .mp4 files"
-    return _short_list(found, limit)
-
-
-def _read_episode_rows(path: Path, index: int, extra: Sequence[str] = ()) -> pa.Table:
-    """Only this episode's rows (timestamp, episode_index, frame_index and ``extra``
-    columns): row groups whose episode_index stats may hold it."""
-    if not path.is_file():
-        raise DatasetError(f"data file {path} of episode {index} is missing")
-    try:
-        pf = pq.ParquetFile(path)
-        names = pf.schema_arrow.names
-        absent = [c for c in ("timestamp", "episode_index", *extra) if c not in names]
-        if absent:
-            raise DatasetError(
-                f"data file {path} has no {' or '.join(repr(c) for c in absent)} column; "
-                "LeRobot v3 data shards need timestamp and episode_index for every frame"
-                + (f", and {', '.join(extra)} was asked for" if extra else "")
-            )
-        columns = ["timestamp", "episode_index", *extra] + (
-            ["frame_index"] if "frame_index" in names else []
-        )
-        ep_col = names.index("episode_index")
-        groups = []
-        for g in range(pf.metadata.num_row_groups):
-            stats = pf.metadata.row_group(g).column(ep_col).statistics
-            if stats is not None and stats.has_min_max and not (stats.min <= index <= stats.max):
-                continue
-            groups.append(g)
-        if not groups:
-            return pf.schema_arrow.empty_table().select(columns)
-        table = pf.read_row_groups(groups, columns=columns)
-    except DatasetError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetError(
-            f"data file {path} (episode {index}) is not a readable parquet file: {exc}"
-        ) from None
-    return table.filter(pc.equal(table.column("episode_index"), index))
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -42,7 +42,7 @@ def decode_frames(segment: VideoSegment, timestamps: Sequence[float]) -> list[Im
             if not container.streams.video:
                 raise DatasetError(f"{where} has no video stream")
             stream = container.streams.video[0]
-            # Not "AUTO": frame threads cost ~1.5x the CPU per frame, and the decodes of
+            # Not "AUTO": frame threads cost more CPU per frame, and the decodes of
             # a job's cameras and episodes already run side by side in worker threads.
             stream.thread_type = "SLICE"
             rate = stream.average_rate or stream.guessed_rate

@@ -27,13 +27,10 @@ from pathlib import Path
 
 from .atomic import write_json, write_text
 from .errors import HubError
-from .writer import MARKER
 
 log = logging.getLogger(__name__)
 
 HUB_DIR = Path("resources") / "hub"
-# Not dataset content: the writer's marker and huggingface_hub's own download metadata.
-PUSH_IGNORE = [MARKER, ".cache/**"]
 
 
 def local_dir(repo_id: str, revision: str | None) -> Path:
@@ -111,6 +108,9 @@ def push_dataset(
             f"pushing to the Hub dataset {repo_id} needs a token with write access: "
             "export HF_TOKEN=... or run `hf auth login` (never put it in config)"
         )
+    from .writer import MARKER  # here: parsing the Snakefile imports this module
+
+    ignore = [MARKER, ".cache/**"]  # not dataset content: ours and huggingface_hub's
     folder = Path(folder)
     # In a folder the writer made, the card is a file of it; a dataset written in place is
     # the user's own, whose README.md is never overwritten: its card goes from memory.
@@ -126,7 +126,7 @@ def push_dataset(
             repo_id=repo_id,
             repo_type="dataset",
             commit_message=commit_message,
-            ignore_patterns=PUSH_IGNORE if ours else [*PUSH_IGNORE, "README.md"],
+            ignore_patterns=ignore if ours else [*ignore, "README.md"],
         )
         if not ours:
             commit = api.upload_file(

@@ -71,6 +71,11 @@ def staging_paths(
     return paths
 
 
+def staging_dir_of(path: str | os.PathLike) -> Path:
+    """The staging directory a staging file lies in (the inverse of ``staging_paths``)."""
+    return Path(path).parents[1]
+
+
 def _order_key(row: Mapping[str, Any]) -> tuple:
     """Rows by time, then column (events before persistent), then (style, role, camera).
 

@@ -20,22 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub, registry
-from .annotate import model_identity
 from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
 from .errors import ConfigError
 from .prompts import asks_model, prompt_files
 from .staging import staging_paths
+from .vlm.identity import model_identity
 
-# Snakemake's cost per job grows with the number of jobs (shared/notes: 25+ minutes of
-# pure overhead at 20,000 jobs; bench_scale: a no-op re-run of 10,000 episodes takes
-# 13.9 s with 2,004 jobs, 12.5 s with 1,004), so a run stays under about this many.
+# Snakemake's cost per job grows with the number of jobs (bench/README.md), so a run
+# stays under about this many.
 MAX_JOBS = 1000
-# Episodes per job under workflow.episodes_per_job: auto. A job costs ~1 CPU-s and
-# ~150 MB before its first model call (Python, imports, opening the dataset), so one job
-# per episode would spend more on start-up than a 20-s episode's calls cost a server, and
-# many jobs at once more memory (bench/README.md). A cached episode costs a job almost
-# nothing, so rebuilding one episode stays cheap in a big shard.
+# Episodes per job under workflow.episodes_per_job: auto. A job pays Python, imports and
+# opening the dataset before its first model call, so one job per episode would spend
+# more on start-up than an episode's calls cost a server, and many jobs at once more
+# memory (bench/README.md). A cached episode costs a job almost nothing, so rebuilding
+# one episode stays cheap in a big shard.
 AUTO_EPISODES_PER_JOB = 32
 SERVER_RUN_DIR = Path(".episcribe") / "server"
 
@@ -130,6 +129,9 @@ class WorkflowPlan:
         self.name = dataset_name(config)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
         self.modules = registry.enabled(config)
+        if not self.modules:
+            switches = sorted({f"{spec.section}.enabled" for spec in registry.SPECS})
+            raise ConfigError(f"every module is disabled ({', '.join(switches)}): nothing to do")
         self.shards = shard_episodes(
             self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
         )
@@ -269,5 +271,4 @@ class WorkflowPlan:
             "model": self.model if asks_model(module) else {},
             # Only the jobs of modules that draw from the seeded RNG re-run when it changes.
             "seed": self.config["seed"] if registry.MODULES[module].seeded else None,
-            "dataset_root": str(self.dataset.root),
         }

@@ -30,7 +30,7 @@ from ..dataset import Episode, LeRobotDataset
 from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url, mp4_data_url
 from ..prompts import PromptSet
 
-if TYPE_CHECKING:  # openai costs ~0.5 s to import: only jobs that call the model pay it
+if TYPE_CHECKING:  # openai is slow to import: only jobs that call the model pay for it
     from ..vlm.client import VlmClient
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,9 @@ from .video import Clip, panel_frames, strip_frames
 
 log = logging.getLogger(__name__)
 
-# Measured on 32 x 20-s episodes, 320x240 video, GOP 2 s (one core): a timeline costs
-# ~30 ms of CPU (two thirds of it FreeType drawing the text, then the PNG), an overlay
-# episode ~45 ms (a sheet per camera); text is capped per image, so longer episodes cost
-# little more. With these caps the images cost at most ~2.2 CPU-s; at 10,000 episodes
-# the model usage (~500,000 call records) adds ~1.3 and the job start ~0.5: ~4 CPU-s.
-# Episodes are evenly spaced samples; the overlay episodes are a subset of the timeline
-# episodes.
+# Caps that bound the report's cost whatever the dataset's size (bench/README.md has what
+# each image costs). Episodes are evenly spaced samples; the overlay episodes are a
+# subset of the timeline episodes.
 MAX_TIMELINES = 64
 MAX_OVERLAY_EPISODES = 4
 TIMELINE_EXT, OVERLAY_EXT = "png", "jpg"
@@ -95,7 +91,7 @@ def render_episode(
             overlays.append(cam)
     timeline = render_timeline(notes, strip, camera, cameras=dataset.cameras)
     # Plain writes: these files live in the rule's directory() outputs, which snakemake
-    # deletes whole when the job fails; an fsync'd rename per image cost ~3 ms each.
+    # deletes whole when the job fails, so an fsync'd rename per image buys nothing.
     (timelines_dir / timeline_name(index)).write_bytes(png_bytes(timeline))
     return {"episode": index, "overlays": overlays, "keyframes": frames}
 

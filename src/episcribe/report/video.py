@@ -42,7 +42,7 @@ class Clip:
         self.grabs = 0
         self.period = 1.0 / 30
         # One converter for all frames: frame.to_image() sets up a new swscale context
-        # for every frame, which costs more (~0.7 ms at 320x240) than decoding it.
+        # for every frame, which costs more than decoding it.
         self._rgb = VideoReformatter()
         try:
             self._container = av.open(str(segment.path))

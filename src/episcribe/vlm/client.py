@@ -270,7 +270,8 @@ class VlmClient:
                 code = exc.status_code
                 if code in (401, 403):
                     raise ServerError(
-                        f"{url} rejected the API key (HTTP {code}); check vlm.api_key"
+                        f"{url} rejected the API key (HTTP {code}); check the environment "
+                        "variable that vlm.api_key_env names"
                     ) from None
                 if code == 404:
                     raise ServerError(

@@ -258,8 +258,8 @@ def _valid(value: Any, schema: dict) -> bool:
     return schema_validator(schema).is_valid(value)
 
 
-# Checking a schema against its meta-schema and building its validator cost ~2.5 ms each;
-# a run sends the same dozen schemas thousands of times, so both are done once per schema.
+# Checking a schema against its meta-schema and building its validator are slow; a run
+# sends the same dozen schemas thousands of times, so both are done once per schema.
 # The cache is bounded (plan schemas vary in minItems/maxItems, a client could vary more).
 _VALIDATORS: dict[str, Any] = {}
 _VALIDATORS_MAX = 512

@@ -8,6 +8,9 @@
   request, unit by unit (whole texts and images, in order): what vLLM's automatic prefix
   caching would not recompute. It keeps every prefix it has seen (bounded), as a server
   with room in its KV cache would.
+- :func:`check_request` refuses what vLLM's request parsing refuses (unknown model,
+  malformed messages and parts, JPEG images and mp4 clips that do not decode, an invalid
+  answer schema), and :func:`request_videos` says what each clip holds.
 - :func:`check_limits` refuses, with vLLM's status, error type and wording, a request with
   more images than ``--limit-mm-per-prompt`` allows or whose prompt plus completion budget
   exceeds ``--max-model-len``.
@@ -15,15 +18,28 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .sizing import MESSAGE_OVERHEAD, image_tokens, text_tokens
+import jsonschema
+from PIL import Image
+
+from .fake_answers import schema_validator
+from .sizing import MESSAGE_OVERHEAD, image_tokens, text_tokens, video_tokens
 
 CACHE_KEYS_MAX = 1_000_000
+ROLES = {"system", "user", "assistant"}
+JPEG_PREFIX = "data:image/jpeg;base64,"
+JPEG_EOI = b"\xff\xd9"
+MP4_PREFIX = "data:video/mp4;base64,"
 
 
 @dataclass(frozen=True)
@@ -134,3 +150,121 @@ def check_limits(
             f"(parameter=input_tokens, value={seen})",
             "input_tokens",
         )
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, kind: str = "BadRequestError"):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def check_request(body: Any, model: str) -> list[tuple[int, int]]:
+    """Raise BadRequest as vLLM would; return the decoded images' sizes."""
+    if not isinstance(body, dict):
+        raise BadRequest(400, "request body must be a JSON object")
+    if body.get("model") != model:
+        raise BadRequest(
+            404, f"The model `{body.get('model')}` does not exist.", kind="NotFoundError"
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest(400, "messages must be a non-empty list")
+    sizes: list[tuple[int, int]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise BadRequest(400, f"messages[{i}].role must be one of {sorted(ROLES)}")
+        content = m.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise BadRequest(400, f"messages[{i}].content must be a string or a list of parts")
+        for j, part in enumerate(content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind == "image_url" and m["role"] == "user":
+                sizes.append(_decode_jpeg(part.get("image_url"), where))
+                continue
+            if kind == "video_url" and m["role"] == "user":
+                continue  # request_videos decodes it
+            raise BadRequest(400, f"{where}: unsupported part {kind!r} for role {m['role']!r}")
+    fmt = body.get("response_format")
+    if fmt is not None and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        try:
+            schema_validator(schema)
+        except (jsonschema.SchemaError, TypeError) as exc:
+            raise BadRequest(400, f"response_format.json_schema.schema is invalid: {exc}") from None
+    return sizes
+
+
+def _decode_jpeg(image_url: Any, where: str) -> tuple[int, int]:
+    """The size of a JPEG data URL's image, read from its header.
+
+    The pixels are not decoded (that was most of the server's time per VQA call): the
+    image must be base64, parse as a JPEG up to its frame header, and end with the JPEG
+    end-of-image marker, which catches truncated images.
+    """
+    url = image_url.get("url") if isinstance(image_url, dict) else None
+    if not isinstance(url, str) or not url.startswith(JPEG_PREFIX):
+        raise BadRequest(400, f"{where}: image_url.url must be a {JPEG_PREFIX}... data URL")
+    try:
+        data = base64.b64decode(url[len(JPEG_PREFIX) :], validate=True)
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG":
+                raise BadRequest(400, f"{where}: the image is {im.format}, not JPEG")
+            size = im.size
+    except (OSError, binascii.Error, ValueError) as exc:
+        raise BadRequest(400, f"{where}: cannot decode the image: {exc}") from None
+    if not data.endswith(JPEG_EOI):
+        raise BadRequest(400, f"{where}: cannot decode the image: it is truncated (no JPEG end)")
+    return size
+
+
+def request_videos(body: dict, clip_dir: str | None, model: str) -> list[dict]:
+    """Decode every ``video_url`` part as vLLM would (BadRequest if it cannot) and say what
+    it holds: frames, size, fps, seconds, bytes, sha256 and its prompt tokens (Qwen-VL's
+    rule, ``sizing.video_tokens``). Each clip is kept as ``<clip_dir>/<sha256>.mp4`` so
+    tests can play it back."""
+    import av
+
+    out = []
+    for i, m in enumerate(body["messages"]):
+        content = m.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if part.get("type") != "video_url":
+                continue
+            where = f"messages[{i}].content[{j}]"
+            url = (part.get("video_url") or {}).get("url")
+            if not isinstance(url, str) or not url.startswith(MP4_PREFIX):
+                raise BadRequest(400, f"{where}: video_url.url must be a {MP4_PREFIX}... data URL")
+            try:
+                data = base64.b64decode(url[len(MP4_PREFIX) :], validate=True)
+                with av.open(io.BytesIO(data)) as container:
+                    stream = container.streams.video[0]
+                    fps = float(stream.average_rate or 0)
+                    frames = [(f.width, f.height) for f in container.decode(stream)]
+            except (binascii.Error, av.FFmpegError, IndexError) as exc:
+                raise BadRequest(400, f"{where}: cannot decode the video: {exc}") from None
+            if not frames or not fps:
+                raise BadRequest(400, f"{where}: the video has no frames or no frame rate")
+            (width, height), n = frames[0], len(frames)
+            sha = hashlib.sha256(data).hexdigest()
+            if clip_dir:
+                clip = Path(clip_dir) / f"{sha}.mp4"
+                clip.parent.mkdir(parents=True, exist_ok=True)
+                clip.write_bytes(data)
+            out.append(
+                {
+                    "frames": n,
+                    "width": width,
+                    "height": height,
+                    "fps": fps,
+                    "seconds": n / fps,
+                    "bytes": len(data),
+                    "sha256": sha,
+                    "tokens": video_tokens(n, width, height, model),
+                }
+            )
+    return out

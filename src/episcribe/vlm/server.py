@@ -80,6 +80,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import config
 from ..atomic import write_json, write_text
 from ..errors import ServerError
 from .sizing import DEFAULT_MAX_IMAGES, auto_max_model_len
@@ -144,6 +145,12 @@ def exit_when_owner_dies(interval_s: float = 2.0) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="owner watchdog", daemon=True).start()
+
+
+def set_owner(pid: int) -> None:
+    """Make ``pid`` (the main snakemake process) the owner of the servers its jobs start:
+    they inherit it through the environment, also on other nodes."""
+    os.environ[OWNER_ENV] = str(pid)
 
 
 def _owner() -> tuple[int | None, int | None]:
@@ -325,7 +332,7 @@ def answers(base_url: str, api_key: str | None = None) -> bool:
 def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
     """Base URLs (ending in /v1) of a healthy server for ``settings`` (the vlm section)."""
     backend, api_base = settings["backend"], settings.get("api_base") or ""
-    api_key = settings.get("api_key")
+    api_key = config.api_key(settings)
     if backend == "openai":
         if answers(api_base, api_key):
             check_serves(api_base, settings)
@@ -333,7 +340,8 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
         raise ServerError(
             f"vlm.api_base {api_base} does not answer (GET {api_base.rstrip('/')}/models): "
             "check that the server runs and is reachable from this host, that the URL ends "
-            "in /v1, and vlm.api_key; or set vlm.backend to vllm to start one"
+            "in /v1, and the API key (in the variable vlm.api_key_env names); or set "
+            "vlm.backend to vllm to start one"
         )
     if backend not in ("vllm", "fake"):
         raise ServerError(f"vlm.backend {backend!r} is not one of vllm, openai, fake")
@@ -346,7 +354,7 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
         raise ServerError(f"vlm.server_launcher {launcher!r} is not one of local, slurm")
     cluster = launcher == "slurm"
     if not cluster:
-        _preflight(settings)  # on a cluster the server's node, not this one, needs vllm
+        check_local_start(settings)  # on a cluster the server's node, not this one, needs vllm
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # A queued GPU job may pend for long; flock is released if its holder dies anyway.
@@ -436,7 +444,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _preflight(settings: dict) -> None:
+def check_local_start(settings: dict) -> None:
     """Fail fast, before any waiting, on setups that cannot work."""
     if settings["backend"] != "vllm" or settings.get("serve_command", "auto") != "auto":
         return
@@ -494,12 +502,18 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _start(settings: dict, run_dir: Path) -> list[str]:
+    owner_pid, owner_start = _owner()
+    if owner_pid is None and (gone := _owner_pid_env()):
+        # A job outlived its killed snakemake: a server now would hold the GPU until
+        # vlm.idle_timeout_s with nobody to stop it.
+        raise ServerError(
+            f"the snakemake that started this job (pid {gone}) is gone: not starting a "
+            "model server for it; run the workflow again to resume"
+        )
     for name in ("server.json", "failed.json", "supervisor.json"):
         (run_dir / name).unlink(missing_ok=True)
-    owner_pid, owner_start = _owner()
-    public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
-    cmd += ["--settings-json", json.dumps(public)]
+    cmd += ["--settings-json", json.dumps(settings)]
     if owner_pid:
         cmd += ["--owner-pid", str(owner_pid), "--owner-start", str(owner_start)]
     with open(run_dir / "supervisor.log", "ab") as out:
@@ -551,8 +565,7 @@ def _submit(settings: dict, run_dir: Path) -> list[str]:
     run_dir = run_dir.absolute()
     for name in ("server.json", "failed.json", "supervisor.json"):
         (run_dir / name).unlink(missing_ok=True)
-    public = {k: v for k, v in settings.items() if k != "api_key"}  # never on a command line
-    write_json(run_dir / "settings.json", public)
+    write_json(run_dir / "settings.json", settings)
     cmd = [sys.executable, "-m", "episcribe.vlm.server", "supervise", "--run-dir", str(run_dir)]
     cmd += ["--settings-json", f"@{run_dir / 'settings.json'}", "--cross-node"]
     cmd += ["--heartbeat-stale-s", str(_stale_s())]
@@ -784,7 +797,12 @@ def _spawn(
 
 
 def _launch(
-    settings: dict, run_dir: Path, replicas: list[Replica], stopping: list, bind: str
+    settings: dict,
+    run_dir: Path,
+    replicas: list[Replica],
+    stopping: list,
+    bind: str,
+    owner: tuple[int | None, int | None] = (None, None),
 ) -> None:
     exclude = {urllib.parse.urlsplit(settings.get("api_base") or "").port or 0}
     for i in range(settings["parallel_servers"]):
@@ -796,6 +814,8 @@ def _launch(
     while pending:
         if stopping:
             raise StartFailed(f"the model server was stopped during start-up ({stopping[0]})")
+        if owner[0] and not alive(*owner):  # a vLLM start-up takes minutes of a GPU
+            raise StartFailed(f"the owner process {owner[0]} exited during start-up")
         for i in sorted(pending):
             r = replicas[i]
             code = r.proc.poll()
@@ -970,7 +990,7 @@ def supervise(
         )
 
     try:
-        _launch(settings, run_dir, replicas, stopping, bind)
+        _launch(settings, run_dir, replicas, stopping, bind, watch.owner)
     except StartFailed as exc:
         log.error("%s", exc)
         _terminate(replicas)
