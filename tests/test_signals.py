@@ -21,7 +21,7 @@ from episcribe.modules.base import EpisodeContext, FrameSource
 from episcribe.modules.grounding import TimedKeystate, facts, snap_boundaries
 from episcribe.prompts import PromptSet
 from episcribe.registry import MODULES
-from episcribe.synth import STATE_NAMES, signal_script
+from episcribe.synth_robot import STATE_NAMES, signal_script
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 SETTINGS = resolve({})["signals"]

@@ -14,7 +14,7 @@ blocks holding the episode index (high 6 bits) and the frame index within the ep
 frame is the frame they asked for.
 
 The robot is an SO-101-like arm (``shoulder_pan.pos ... gripper.pos``) whose state and
-action follow one script per episode (:func:`signal_script`): rest, reach, grasp, carry,
+action follow one script per episode (``synth_robot.signal_script``): rest, reach, grasp, carry,
 release, return, rest. The video shows the same script: a claw drawn where the arm is,
 its jaws as open as ``gripper.pos``, carrying a grey block between grasp and release.
 """
@@ -25,9 +25,7 @@ import json
 import os
 import shutil
 import uuid
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,26 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .synth_robot import STATE_NAMES, draw_robot, seeded_rng, signal_script
+
 DEFAULT_TASKS = (
     "Pick up the red block and place it in the blue bowl.",
     "Pick up the green cube and put it on the yellow plate.",
 )
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-STATE_NAMES = [
-    f"{joint}.pos"
-    for joint in (
-        "shoulder_pan",
-        "shoulder_lift",
-        "elbow_flex",
-        "wrist_flex",
-        "wrist_roll",
-        "gripper",
-    )
-]
-GRIPPER_OPEN, GRIPPER_CLOSED = 35.0, 8.0  # gripper.pos, SO-101 style: 0 is fully closed
-GRIPPER_SECONDS = 0.4  # how long a closing or an opening takes
-REST_SHARE = 0.05  # the scripted arm is at rest below this share of its peak speed
 ENCODERS = {
     "h264": ("libx264", {"preset": "veryfast", "tune": "zerolatency"}),
     "hevc": ("libx265", {"preset": "ultrafast", "x265-params": "log-level=none"}),
@@ -180,11 +166,6 @@ def _episode_tasks(episodes: int, tasks) -> list[tuple[str, ...]]:
     return out
 
 
-def _rng(seed: int, *parts) -> np.random.Generator:
-    key = zlib.crc32(repr((seed, *parts)).encode())
-    return np.random.default_rng(key)
-
-
 def _episode_table(ep, n_frames, fps, seed, start_index, task_idx) -> pa.Table:
     frame = np.arange(n_frames, dtype=np.int64)
     timestamp = frame.astype(np.float32) / np.float32(fps)
@@ -209,55 +190,6 @@ def _episode_table(ep, n_frames, fps, seed, start_index, task_idx) -> pa.Table:
     )
 
 
-@dataclass(frozen=True)
-class SignalScript:
-    """One episode's scripted robot: its state per frame and the events it shows."""
-
-    state: np.ndarray  # frames x len(STATE_NAMES), float32
-    events: tuple[tuple[str, int], ...]  # (grasp | release | rest, frame), in time order
-    holding: np.ndarray  # per frame: the claw carries the block
-
-
-def _min_jerk(tau: np.ndarray) -> np.ndarray:
-    tau = np.clip(tau, 0.0, 1.0)
-    return tau**3 * (10 - 15 * tau + 6 * tau**2)
-
-
-def signal_script(ep: int, n_frames: int, fps: float, seed: int = 0) -> SignalScript:
-    """Rest, reach (from 10 %), grasp at ~40 %, carry, release at ~70 %, return, rest from
-    ~85 % (the arm at rest there): joint moves are minimum-jerk, the gripper opens and closes on a
-    cosine ramp of ``GRIPPER_SECONDS`` centred on its event. Small per-episode shifts."""
-    rng = _rng(seed, "script", ep)
-    duration = n_frames / fps
-    t = np.arange(n_frames) / fps
-    grasp, release, stop = (np.array([0.4, 0.7, 0.85]) + rng.uniform(-0.03, 0.03, 3)) * duration
-    home = rng.uniform(-10, 10, 5)
-    pick = home + rng.choice([-1, 1], 5) * rng.uniform(15, 35, 5)
-    place = pick + rng.choice([-1, 1], 5) * rng.uniform(15, 35, 5)
-    start, blend = 0.1 * duration, 0.08 * duration
-    # Overlapping moves: the arm passes the pick and place spots without stopping.
-    moves = ((start, grasp + blend, pick - home), (grasp - blend, release + blend, place - pick),
-             (release - blend, stop, home - place))  # fmt: skip
-    joints = home + sum(np.outer(_min_jerk((t - a) / (b - a)), d) for a, b, d in moves)
-
-    def ramp(centre: float) -> np.ndarray:  # 0 before, 1 after, cosine in between
-        tau = np.clip((t - centre) / GRIPPER_SECONDS + 0.5, 0.0, 1.0)
-        return 0.5 - 0.5 * np.cos(np.pi * tau)
-
-    gripper = GRIPPER_OPEN - (GRIPPER_OPEN - GRIPPER_CLOSED) * (ramp(grasp) - ramp(release))
-    state = np.column_stack([joints, gripper]) + rng.normal(0, 0.02, (n_frames, len(STATE_NAMES)))
-    # At rest: from the frame where the noise-free joint speed stays under 5 % of its peak
-    # (a minimum-jerk move creeps for a while before its nominal end).
-    speed = np.linalg.norm(np.gradient(joints, axis=0), axis=1)
-    at_rest = int(np.nonzero(speed >= REST_SHARE * speed.max())[0][-1]) + 1
-    frames = [int(round(grasp * fps)), int(round(release * fps)), at_rest]
-    return SignalScript(
-        state=state.astype(np.float32),
-        events=tuple(zip(("grasp", "release", "rest"), frames, strict=True)),
-        holding=(t >= grasp) & (t < release),
-    )
-
-
 class _Scene:
     """A few shapes moving smoothly over a table, fixed by (seed, episode, camera)."""
 
@@ -265,7 +197,7 @@ class _Scene:
 
     def __init__(self, seed: int, ep: int, cam_no: int, size: tuple[int, int]):
         self.w, self.h = size
-        rng = _rng(seed, "scene", ep, cam_no)
+        rng = seeded_rng(seed, "scene", ep, cam_no)
         self.bg = np.array(
             [[150, 120, 90], [110, 110, 120], [90, 130, 100]][cam_no % 3], dtype=np.uint8
         )
@@ -302,32 +234,6 @@ class _Scene:
             img[y0:y1, x0:x1][mask] = self.colors[k]
         _draw_code(img, ep, frame)
         return img
-
-    def draw_robot(self, img: np.ndarray, script: SignalScript, frame: int) -> None:
-        """The claw where the arm is (pan -> x, lift -> y), jaws as open as gripper.pos,
-        and the block it picks up: at the pick spot, in the claw, then at the place spot."""
-        grasp, release = (f for kind, f in script.events if kind != "rest")
-
-        def spot(f: int) -> tuple[int, int]:
-            pan, lift = script.state[min(f, len(script.state) - 1), :2]
-            return int(self.w * (0.5 + pan / 240)), int(self.h * (0.5 + lift / 320))
-
-        cx, cy = spot(frame)
-        gap = int(self.w * 0.1 * script.state[frame, -1] / GRIPPER_OPEN)
-        block = max(2, int(self.w * 0.035))
-        bx, by = spot(grasp) if frame < grasp else (cx, cy) if frame < release else spot(release)
-        _box(img, bx - block, by - block, bx + block, by + block, (128, 128, 128))
-        jaw = max(1, self.w // 80)
-        _box(img, cx - gap - jaw, cy - 3 * block, cx + gap + jaw, cy - 2 * block, (20, 20, 20))
-        for x in (cx - gap - jaw, cx + gap):
-            _box(img, x, cy - 2 * block, x + jaw, cy + block, (20, 20, 20))
-
-
-def _box(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, colour) -> None:
-    h, w = img.shape[:2]
-    y0, y1 = np.clip([y0, y1], 0, h - CODE_ROWS)
-    x0, x1 = np.clip([x0, x1], 0, w)
-    img[y0:y1, x0:x1] = colour
 
 
 def _draw_code(img: np.ndarray, ep: int, frame: int) -> None:
@@ -374,7 +280,7 @@ def _write_video(
             script = signal_script(ep, n_frames, fps, seed)
             for f in range(n_frames):
                 image = scene.render(f / fps, ep, f)
-                scene.draw_robot(image, script, f)
+                draw_robot(image, script, f, CODE_ROWS)
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame.pts = pts
                 pts += 1
