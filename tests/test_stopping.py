@@ -23,8 +23,12 @@ import pytest
 from smk import Workspace
 from test_cli import EPISCRIBE, env, fake_config
 
+from episcribe.registry import NAMES
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-TABLE_LINE = re.compile(r"\s*(episcribe\s+\S+\s*$|(module|plan|interjections|plan_update|vqa)\s)")
+TABLE_LINE = re.compile(
+    r"\s*(episcribe\s+\S+\s*$|(module|signals|plan|interjections|plan_update|vqa)\s)"
+)
 SIGTERM_TRIALS = 4  # bench/bench_stopping.py runs many more
 
 
@@ -78,7 +82,7 @@ def test_sigterm_right_after_a_job_exits_never_hangs(dataset, tmp_path):
     assert outcomes == ["exited"] * SIGTERM_TRIALS, outcomes
     assert ws.wait_no_server() == []
     ws.run()  # and the run resumes to the end
-    assert len(ws.staging("synth")) == 6 * 4
+    assert len(ws.staging("synth")) == 6 * len(NAMES)
 
 
 def start_episcribe(work: Path, *config: str, **popen) -> subprocess.Popen:
@@ -121,7 +125,7 @@ def kill_then_rerun(dataset: Path, work: Path) -> tuple[bool, str]:
         text=True, timeout=300,
     )  # fmt: skip
     first = (again.stderr.splitlines() or [""])[0]
-    return again.returncode == 0 and staged(work) == 6 * 4, first
+    return again.returncode == 0 and staged(work) == 6 * len(NAMES), first
 
 
 def test_after_kill_9_the_next_run_resumes_without_unlock_and_says_so(dataset, tmp_path):
@@ -220,7 +224,7 @@ def test_ctrl_c_prints_one_line_and_the_run_resumes(dataset, tmp_path):
         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
-    assert staged(tmp_path) == 6 * 4
+    assert staged(tmp_path) == 6 * len(NAMES)
 
 
 def test_sigterm_to_episcribe_alone_stops_snakemake_in_one_line(dataset, tmp_path):
