@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ...atomic import write_json
@@ -43,21 +44,22 @@ SQUEUE_POLL_S = 2.0
 RECORDS = ("server.json", "supervisor.json")
 
 
-class Launcher:
+class Launcher(ABC):
     """Start, wait for, check and stop the supervisor of a run's model server."""
 
     poll_s = 0.05  # how often a wait looks at run_dir
 
+    @abstractmethod
     def preflight(self, settings: dict) -> None:
         """Fail fast, before any waiting, on setups that cannot work."""
 
+    @abstractmethod
     def lock_timeout(self, settings: dict) -> float:
         """How long ensure() waits for another process's start to finish."""
-        raise NotImplementedError
 
+    @abstractmethod
     def register_client(self, run_dir: Path) -> None:
         """Tell the supervisor that this process uses the server."""
-        raise NotImplementedError
 
     def same_owner(self, state: dict) -> bool:
         """Whether the server of ``state`` belongs to this run."""
@@ -67,28 +69,29 @@ class Launcher:
         """Whether the server of ``state`` belongs to another workflow that still runs."""
         return False
 
+    @abstractmethod
     def start(self, settings: dict, run_dir: Path) -> list[str]:
         """Start a supervisor; wait until it publishes URLs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def running(self, record: dict) -> bool:
         """Whether the supervisor of a server.json / supervisor.json record still runs."""
-        raise NotImplementedError
 
     def status(self, record: dict) -> str:
         """While waiting: "running", "pending" (queued: no deadline yet) or "gone"."""
         return "running" if self.running(record) else "gone"
 
+    @abstractmethod
     def mine(self, record: dict, other: dict | None) -> bool:
         """Whether ``other`` (a record read from run_dir) is of the supervisor of ``record``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self, record: dict) -> str:
-        raise NotImplementedError
+        """What the supervisor is, for an error message."""
 
+    @abstractmethod
     def stop(self, run_dir: Path, record: dict, state: dict, grace_s: float) -> bool:
         """Stop the supervisor of ``record``; True if it was running."""
-        raise NotImplementedError
 
     def forget(self, run_dir: Path, record: dict) -> None:
         """Remove the records of the supervisor of ``record``."""
@@ -121,8 +124,7 @@ class Launcher:
                     f"\n{tail(log_path)}"
                 )
             if time.monotonic() > deadline:
-                state = read_json(run_dir / "server.json") or {}
-                self.stop(run_dir, record, state, STOP_GRACE_S)
+                self.stop(run_dir, record, read_json(run_dir / "server.json") or {}, STOP_GRACE_S)
                 raise ServerError(
                     f"the model server did not come up in time; see {run_dir / 'supervisor.log'}"
                 )
@@ -271,6 +273,9 @@ class SlurmLauncher(Launcher):
         self._next_squeue = 0.0
         self._pending_since: float | None = None
 
+    def preflight(self, settings: dict) -> None:
+        pass  # the server's node, not this one, needs vllm and the GPUs
+
     def lock_timeout(self, settings: dict) -> float:
         return float("inf")  # a queued GPU job may pend for long; flock dies with its holder
 
@@ -349,8 +354,7 @@ class SlurmLauncher(Launcher):
         return f"SLURM job {record['slurm_job']}"
 
     def stop(self, run_dir: Path, record: dict, state: dict, grace_s: float) -> bool:
-        """scancel the supervisor's job (SIGTERM to it; SLURM kills what is left after
-        KillWait)."""
+        """scancel the job (SIGTERM to it; SLURM kills what is left after KillWait)."""
         job = record["slurm_job"]
         was_active = self.running(record)
         if was_active:

@@ -37,7 +37,7 @@ def ensure(settings: dict, run_dir: str | os.PathLike) -> list[str]:
         log.info("using the server that already answers at %s", api_base)
         return [api_base]
     launcher = for_settings(settings)
-    launcher.preflight(settings)  # on a cluster the server's node, not this one, needs vllm
+    launcher.preflight(settings)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir, launcher.lock_timeout(settings)):
