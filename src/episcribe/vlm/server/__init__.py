@@ -1,13 +1,13 @@
 """Start, reuse and stop the model server: a resource of the run, outside the Snakemake DAG.
 
-Why outside the DAG (measured in ``notes/snakemake_probe.md`` §2): if the server were a
-file that annotate jobs take as input, re-creating it would make Snakemake re-run every
-consumer job ("input updated by another job"), ``temp()``/``service()`` variants make
-that worse, and ``ancient()`` silently defers real re-runs. So jobs call :func:`ensure`,
-which returns the base URLs of a healthy server (starting it at most once per run), and
-the Snakefile's ``onsuccess``/``onerror`` hooks call :func:`stop`.
+Why outside the DAG: if the server were a file that annotate jobs take as input,
+re-creating it would make Snakemake re-run every consumer job ("input updated by another
+job"), ``temp()``/``service()`` variants make that worse, and ``ancient()`` silently
+defers real re-runs. So jobs call :func:`ensure`, which returns the base URLs of a healthy
+server (starting it at most once per run), and the Snakefile's ``onsuccess``/``onerror``
+hooks call :func:`stop`.
 
-This module alone owns the server's lifetime. Nothing else starts or kills it:
+This package alone owns the server's lifetime. Nothing else starts or kills it:
 
 - ``ensure()`` takes ``flock`` on ``run_dir/server.lock``, registers the caller as a
   client, and reuses ``server.json`` when its supervisor is alive (pid *and* start time,
