@@ -13,6 +13,7 @@ Prints numbers, asserts nothing:
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,10 @@ import numpy as np
 
 from episcribe.dataset import LeRobotDataset
 from episcribe.frames import decode_frames
-from episcribe.synth import make_dataset
+
+# The synthetic dataset factory lives with the tests (it ships in no package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synth import make_dataset  # noqa: E402
 
 G1 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "g1_bottle"
 

@@ -40,9 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from smk import Workspace, _clean_env  # noqa: E402
+from synth import make_dataset  # noqa: E402
 
 from episcribe.config import resolve  # noqa: E402
-from episcribe.synth import make_dataset  # noqa: E402
 from episcribe.workflow import WorkflowPlan  # noqa: E402
 
 TOTAL = re.compile(r"^total\s+(\d+)\s*$", re.MULTILINE)

@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "src")]
 
 from smk import Workspace  # noqa: E402
+from synth import make_dataset  # noqa: E402
 from test_stopping import sigterm_trial  # noqa: E402
-
-from episcribe.synth import make_dataset  # noqa: E402
 
 
 def sigterm_trials(dataset: Path, work: Path, trials: int, unguarded: bool) -> None:

@@ -8,10 +8,14 @@ dataset found under it was built with the same ones and is reused (building 32 x
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from episcribe.synth import make_dataset
+# The synthetic dataset factory lives with the tests (it ships in no package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from synth import make_dataset  # noqa: E402
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:

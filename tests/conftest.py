@@ -34,7 +34,7 @@ def g1_copy(g1_source: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 4-second episodes, two H.264 cameras, four episodes per file (read-only use)."""
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("synth") / "synth_small", seed=0)
 
@@ -42,7 +42,7 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_synth(tmp_path: Path):
     """Build a fresh synthetic dataset with custom options inside this test's tmp dir."""
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     def build(name: str = "synth", **kwargs) -> Path:
         return make_dataset(tmp_path / name, **kwargs)

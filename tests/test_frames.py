@@ -11,11 +11,11 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from synth import read_frame_code
 
 from episcribe.dataset import LeRobotDataset
 from episcribe.errors import DatasetError
 from episcribe.frames import burn_label, contact_sheet, decode_frames, encode_jpeg, jpeg_data_url
-from episcribe.synth import read_frame_code
 
 G1_CAM = "observation.images.cam_high"
 

@@ -551,8 +551,7 @@ def screenshot(page: Path, png: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def workflow_report(tmp_path_factory):
     from smk import Workspace
-
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     data = make_dataset(
         tmp_path_factory.mktemp("data") / "synth", seed=5, episodes=3, seconds=4.0,

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from smk import Workspace
+from synth_robot import STATE_NAMES, signal_script
 
 from episcribe import signals
 from episcribe.config import resolve
@@ -21,7 +22,6 @@ from episcribe.modules.base import EpisodeContext, FrameSource
 from episcribe.modules.grounding import TimedKeystate, facts, snap_boundaries
 from episcribe.prompts import PromptSet
 from episcribe.registry import MODULES
-from episcribe.synth_robot import STATE_NAMES, signal_script
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 SETTINGS = resolve({})["signals"]

@@ -72,7 +72,7 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     return make_dataset(
         tmp_path_factory.mktemp("data") / "synth", episodes=3, seconds=2.0, episodes_per_file=2

@@ -34,7 +34,7 @@ SIGTERM_TRIALS = 4  # bench/bench_stopping.py runs many more
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     return make_dataset(
         tmp_path_factory.mktemp("data") / "synth",

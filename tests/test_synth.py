@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from synth import make_dataset, read_frame_code
 
 from episcribe.dataset import LeRobotDataset
-from episcribe.synth import make_dataset, read_frame_code
 
 
 def parquet_tables(root: Path) -> dict[str, pa.Table]:

@@ -35,7 +35,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("data") / "synth", seed=3, **DATASET_OPTS)
 
@@ -165,7 +165,7 @@ def test_a_disabled_module_is_skipped_and_the_rest_validate_and_write(
 
 
 def test_switching_dataset_root_never_mixes_two_datasets(tmp_path):
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     first = make_dataset(tmp_path / "a" / "robot", seed=1, **DATASET_OPTS)
     second = make_dataset(

@@ -18,7 +18,7 @@ FAILING = dict(vlm__max_retries=0, vlm__request_timeout_s=1)
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from episcribe.synth import make_dataset
+    from synth import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("data") / "synth", seed=3, **DATASET_OPTS)
 

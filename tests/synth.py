@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from .synth_robot import STATE_NAMES, draw_robot, seeded_rng, signal_script
+from synth_robot import STATE_NAMES, draw_robot, seeded_rng, signal_script
 
 DEFAULT_TASKS = (
     "Pick up the red block and place it in the blue bowl.",
