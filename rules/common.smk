@@ -115,11 +115,6 @@ def final_outputs():
     )
 
 
-def push_prompts():
-    """Every prompt file of the enabled modules (the dataset card lists them)."""
-    return sorted({path for module in PLAN.modules for path in PLAN.prompt_inputs(module)})
-
-
 def annotate_outputs():
     """Every staging file, module by module, as rules.<rule>.output items of the
     annotate rules that write them (PLAN.all_staging(), with their producers)."""

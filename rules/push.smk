@@ -9,7 +9,7 @@ and what was sent. The token is huggingface_hub's own (HF_TOKEN or `hf auth logi
 rule push_dataset:
     input:
         manifest=rules.write_dataset.output.manifest,
-        prompts=push_prompts(),
+        prompts=PLAN.all_prompt_inputs(),
     output:
         receipt=f"results/{DATASET}/push/receipt.json",
     log:

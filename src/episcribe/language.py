@@ -132,6 +132,13 @@ def float32_timestamp(ts: float) -> float:
     return float(np.float32(ts))
 
 
+def float32_or_none(ts: Any) -> float | None:
+    """``float32_timestamp`` of a staged value, or None when it is not a number."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    return float32_timestamp(ts)
+
+
 def make_row(
     role: str,
     content: str | None,

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .atomic import write_json
 from .errors import UserError
 
 TOTALS = ("calls", "failures", "truncated", "skipped", "cached", "annotated")
@@ -36,8 +37,6 @@ class JobSummary:
     seconds: float = 0.0
 
     def save(self, path: str | os.PathLike) -> None:
-        from .atomic import write_json
-
         write_json(path, asdict(self))
 
 

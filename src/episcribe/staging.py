@@ -38,7 +38,7 @@ from typing import Any
 from . import registry
 from .atomic import atomic_path
 from .errors import UserError
-from .language import ROW_KEYS, STAGING_STYLES, column_for_style, float32_timestamp
+from .language import ROW_KEYS, STAGING_STYLES, column_for_style, float32_or_none
 
 MODULES = registry.NAMES
 
@@ -133,12 +133,6 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def _float32_or_none(ts: Any) -> float | None:
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        return None
-    return float32_timestamp(ts)
-
-
 def merge_modules(
     rows_by_module: Mapping[str, Iterable[Mapping[str, Any]]],
 ) -> list[tuple[str, Mapping[str, Any]]]:
@@ -154,7 +148,7 @@ def merge_modules(
         (spec.name, spec.supersedes) for spec in registry.SPECS if spec.supersedes
     ):
         times = {
-            _float32_or_none(r.get("timestamp"))
+            float32_or_none(r.get("timestamp"))
             for r in rows_by_module.get(module, ())
             if isinstance(r, Mapping) and r.get("style") == style
         }
@@ -169,7 +163,7 @@ def merge_modules(
                 times
                 and isinstance(row, Mapping)
                 and row.get("style") == style
-                and _float32_or_none(row.get("timestamp")) in times
+                and float32_or_none(row.get("timestamp")) in times
             ):
                 continue
             merged.append((module, row))

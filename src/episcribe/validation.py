@@ -55,6 +55,8 @@ from .language import (
     PERSISTENT_STYLES,
     STAGING_STYLES,
     column_for_style,
+    float32_or_none,
+    float32_timestamp,
     is_speech_atom,
 )
 from .outcomes import module_totals
@@ -100,10 +102,6 @@ class Problem:
 # --- per-episode checks ----------------------------------------------------------------
 
 
-def _f32(ts: float) -> float:
-    return float(np.float32(ts))
-
-
 def _row_shape_problems(row: Any) -> list[str]:
     if not isinstance(row, Mapping):
         return [f"row is not a JSON object: {row!r:.80}"]
@@ -131,7 +129,7 @@ def validate_episode(
     index = int(episode.index)
     cameras = set(cameras)
     frame_times = np.asarray(episode.timestamps, dtype=np.float32).tolist()
-    frames = {_f32(t) for t in frame_times}
+    frames = {float32_timestamp(t) for t in frame_times}
     first, last = (frame_times[0], frame_times[-1]) if frame_times else (0.0, -1.0)
     sizes = {}
     for cam, seg in (getattr(getattr(episode, "info", None), "videos", None) or {}).items():
@@ -150,8 +148,7 @@ def validate_episode(
             continue
         for row in rows:
             shape = _row_shape_problems(row)
-            ts = row.get("timestamp") if isinstance(row, Mapping) else None
-            ts = _f32(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+            ts = float32_or_none(row.get("timestamp") if isinstance(row, Mapping) else None)
             if shape:
                 for msg in shape:
                     add(ERROR, module, ts, msg)
@@ -254,7 +251,7 @@ def validate_episode(
 
 def _staging_only_problem(row: Mapping, frames: set) -> str | None:
     """A keystate or snap row must sit on a frame and hold a JSON object."""
-    if _f32(row["timestamp"]) not in frames:
+    if float32_timestamp(row["timestamp"]) not in frames:
         return f"{row['style']} timestamp {row['timestamp']!r} is not one of the episode's frames"
     try:
         value = json.loads(row.get("content") or "")

@@ -200,8 +200,7 @@ class WorkflowPlan:
         """What produces the annotations, recorded in the written dataset."""
         prompts = {
             Path(path).name: Path(path).read_text(encoding="utf-8")
-            for module in self.modules
-            for path in self.prompt_inputs(module)
+            for path in self.all_prompt_inputs()
         }
         return {
             "backend": self.config["vlm"]["backend"],
@@ -240,6 +239,10 @@ class WorkflowPlan:
 
     def prompt_inputs(self, module: str) -> list[str]:
         return [str(p) for p in prompt_files(self.prompts_dir, module)]
+
+    def all_prompt_inputs(self) -> list[str]:
+        """Every prompt file of the enabled modules, sorted."""
+        return sorted({path for module in self.modules for path in self.prompt_inputs(module)})
 
     def source_inputs(self, shard: Shard) -> list[str]:
         # The same for every module's job of the shard: computed once per shard.

@@ -234,11 +234,12 @@ def _rewrite_shard(src: Path, dst: Path, prepared: dict[int, _EpisodeRows], stat
         if name not in table.column_names:
             raise UserError(f"data shard {src} has no {name!r} column")
     dropped = [c for c in (*DROPPED_COLUMNS, *LANGUAGE_COLUMNS) if c in table.column_names]
-    kept = _kept_columns(table, src)
-    table = table.drop_columns(dropped)
     episode_index = table.column("episode_index").to_numpy()
     timestamps = table.column("timestamp").to_numpy().astype(np.float32)
     runs = _episode_runs(episode_index)
+    # Only a shard with episodes this run leaves alone needs its old rows (and their type).
+    kept = _kept_columns(table, src) if any(ep not in prepared for ep, _, _ in runs) else {}
+    table = table.drop_columns(dropped)
     if len({ep for ep, _, _ in runs}) != len(runs):
         log.warning("%s: an episode's frames are not contiguous; one row group per run", src)
     schema = table.schema.append(pa.field(PERSISTENT, column_array([], PERSISTENT).type))
