@@ -21,7 +21,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# Beside this file, so the workflow runs from any directory (see episcribe.cli).
+# Beside this file, so the workflow runs from any directory (see episcribe.command.cli).
 configfile: f"{workflow.basedir}/config.yaml"
 
 

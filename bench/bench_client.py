@@ -33,8 +33,8 @@ import psutil
 from PIL import Image
 
 from episcribe.config import resolve
-from episcribe.frames import jpeg_data_url
-from episcribe.prompts import PromptSet
+from episcribe.lerobot.frames import jpeg_data_url
+from episcribe.modules.prompts import PromptSet
 from episcribe.vlm import server
 from episcribe.vlm.client import VlmClient, user_message
 from episcribe.vlm.slots import SlotPool

@@ -21,8 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from episcribe.dataset import LeRobotDataset
-from episcribe.frames import decode_frames
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.lerobot.frames import decode_frames
 
 # The synthetic dataset factory lives with the tests (it ships in no package).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

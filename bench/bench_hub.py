@@ -33,7 +33,7 @@ TOKEN = "hf_benchToken"
 
 def hub_numbers(g1: Path, work: Path) -> None:
     hub = Standin(work / "hub", token=TOKEN)
-    # huggingface_hub reads these when it is first imported (inside episcribe.hub).
+    # huggingface_hub reads these when it is first imported (inside episcribe.lerobot.hub).
     os.environ.update(
         HF_ENDPOINT=hub.endpoint,
         HF_HUB_DISABLE_XET="1",
@@ -41,7 +41,7 @@ def hub_numbers(g1: Path, work: Path) -> None:
         HF_TOKEN=TOKEN,
         HF_HUB_DISABLE_PROGRESS_BARS="1",
     )
-    from episcribe import hub as episcribe_hub
+    from episcribe.lerobot import hub as episcribe_hub
 
     try:
         hub.publish("lerobot/g1_bottle", g1)
@@ -83,9 +83,15 @@ def hub_numbers(g1: Path, work: Path) -> None:
 
 
 def clip_numbers(g1: Path, fps: float) -> None:
-    from episcribe.dataset import LeRobotDataset
-    from episcribe.frames import burn_label, contact_sheet, decode_frames, encode_jpeg, encode_mp4
-    from episcribe.modules.plan import SHEET_TILES, plan_windows
+    from episcribe.lerobot.dataset import LeRobotDataset
+    from episcribe.lerobot.frames import (
+        burn_label,
+        contact_sheet,
+        decode_frames,
+        encode_jpeg,
+        encode_mp4,
+    )
+    from episcribe.modules.plan.run import SHEET_TILES, plan_windows
 
     ds = LeRobotDataset.open(g1)
     camera = ds.cameras[0]

@@ -43,7 +43,7 @@ from smk import Workspace, _clean_env  # noqa: E402
 from synth import make_dataset  # noqa: E402
 
 from episcribe.config import resolve  # noqa: E402
-from episcribe.workflow import WorkflowPlan  # noqa: E402
+from episcribe.pipeline.workflow import WorkflowPlan  # noqa: E402
 
 TOTAL = re.compile(r"^total\s+(\d+)\s*$", re.MULTILINE)
 

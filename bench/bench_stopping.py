@@ -7,7 +7,7 @@ fake model server, one job per episode) and sends SIGTERM within 0-50 ms of a
 "Finished jobid" line, i.e. while snakemake post-processes a finished job, to snakemake
 alone or to its process group (as SLURM and a terminal do); a run still alive 60 s later
 counts as hung (and is killed). Every trial starts from an empty workspace.
-`--unguarded` removes episcribe's guard (episcribe.stopping.guard_sigterm) from the
+`--unguarded` removes episcribe's guard (episcribe.command.stopping.guard_sigterm) from the
 copy, to see Snakemake's own handler.
 
 kill -9: starts `episcribe` (the installed command), kills its snakemake with SIGKILL

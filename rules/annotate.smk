@@ -14,7 +14,7 @@ of per-episode files, which a wildcard rule cannot declare, and one job per epis
 about a CPU-second of start-up each (docs/architecture.md).
 
 Inputs of each job: exactly the prompt templates and answer schemas its module uses
-(episcribe.registry), the data shards and videos holding its episodes, and the upstream
+(episcribe.modules.registry), the data shards and videos holding its episodes, and the upstream
 modules' staging files (plan <- signals; interjections <- plan; plan_update <- plan,
 interjections). Params: its own config section, the model identity (none for signals,
 which asks no model), the seed where the module draws from it. So editing

@@ -1,6 +1,6 @@
 """Shared set-up: validated config, the dataset's episodes, shards, paths and params.
 
-All logic lives in episcribe.workflow.WorkflowPlan; this file only exposes it to the
+All logic lives in episcribe.pipeline.workflow.WorkflowPlan; this file only exposes it to the
 rule files as small named helpers.
 """
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 from episcribe.config import resolve
 from episcribe.errors import UserError
-from episcribe.outcomes import end_of_run_lines
-from episcribe.registry import MODULES as MODULE_SPECS
-from episcribe.stopping import guard_sigterm
+from episcribe.pipeline.outcomes import end_of_run_lines
+from episcribe.modules.registry import MODULES as MODULE_SPECS
+from episcribe.command.stopping import guard_sigterm
 from episcribe.vlm import server
-from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
+from episcribe.pipeline.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
 
 # Jobs started by this snakemake share one model server; it watches the main snakemake
 # process and stops when the run ends, however it ends. Job processes inherit the pid.
@@ -40,7 +40,7 @@ except UserError as exc:
 DATASET = PLAN.name
 SHARDS = PLAN.shards
 
-# Snakemake 9.27.1's SIGTERM handler can deadlock (episcribe.stopping says how); only the
+# Snakemake 9.27.1's SIGTERM handler can deadlock (episcribe.command.stopping says how); only the
 # main process schedules jobs.
 if workflow.is_main_process:
     guard_sigterm()

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from episcribe.annotate import JobSpec, run_job
-from episcribe.logs import script_main
-from episcribe.staging import staging_dir_of
+from episcribe.pipeline.annotate import JobSpec, run_job
+from episcribe.pipeline.logs import script_main
+from episcribe.pipeline.staging import staging_dir_of
+from episcribe.pipeline.workflow import SERVER_RUN_DIR
 from episcribe.vlm.sizing import server_settings
-from episcribe.workflow import SERVER_RUN_DIR
 
 
 def main(smk):

@@ -1,8 +1,8 @@
 """Entry point of push_dataset: write the dataset card, upload, keep the receipt."""
 
 from episcribe.atomic import write_json
-from episcribe.hub import dataset_card, push_dataset
-from episcribe.logs import script_main
+from episcribe.lerobot.hub import dataset_card, push_dataset
+from episcribe.pipeline.logs import script_main
 
 
 def main(smk):

@@ -1,8 +1,8 @@
 """Entry point of the render_report rule: timelines and VQA overlays, from staging files."""
 
-from episcribe.logs import script_main
+from episcribe.pipeline.logs import script_main
+from episcribe.pipeline.staging import staging_dir_of
 from episcribe.report.build import render_images
-from episcribe.staging import staging_dir_of
 
 
 def main(smk):

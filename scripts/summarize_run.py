@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from episcribe.logs import script_main
+from episcribe.pipeline.logs import script_main
 from episcribe.report.build import summarize_run
 from episcribe.report.usage import metrics_files
 

@@ -1,10 +1,10 @@
 """Entry point of validate_staging: check all staging files, write the report."""
 
-from episcribe.dataset import LeRobotDataset
-from episcribe.logs import script_main
-from episcribe.outcomes import job_files
-from episcribe.staging import staging_dir_of
-from episcribe.validation import validate_staging
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.pipeline.logs import script_main
+from episcribe.pipeline.outcomes import job_files
+from episcribe.pipeline.staging import staging_dir_of
+from episcribe.pipeline.validation import validate_staging
 
 
 def main(smk):

@@ -1,10 +1,10 @@
 """Entry point of write_dataset: refuse on validation errors, else write the dataset."""
 
 from episcribe.atomic import write_json
-from episcribe.dataset import LeRobotDataset
-from episcribe.logs import script_main
-from episcribe.validation import check_report
-from episcribe.writer import write_annotated
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.lerobot.writer import write_annotated
+from episcribe.pipeline.logs import script_main
+from episcribe.pipeline.validation import check_report
 
 
 def main(smk):

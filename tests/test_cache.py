@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from episcribe.cache import (
+from episcribe.pipeline.cache import (
     EpisodeCache,
     digest,
     incomplete_episodes,
@@ -14,7 +14,7 @@ from episcribe.cache import (
     record_delivery,
     redo,
 )
-from episcribe.staging import staging_file
+from episcribe.pipeline.staging import staging_file
 
 ROWS = [{"role": "user", "content": "Pick up the cube.", "style": "task_aug", "timestamp": 0.0,
          "camera": None, "tool_calls": None}]  # fmt: skip
@@ -88,14 +88,14 @@ def test_redo_command_names_what_it_forgot(tmp_path):
     cache.put(key, ROWS)
     cache.deliver(key, ROWS, results / "staging", 0)
     out = subprocess.run(
-        [sys.executable, "-m", "episcribe.cli", "redo", str(results), "--modules", "vqa",
+        [sys.executable, "-m", "episcribe.command.cli", "redo", str(results), "--modules", "vqa",
          "--episodes", "0", "5"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "vqa: 1 episode(s) will be annotated anew: [0]" in out
     assert cache.get(key) is None
     bad = subprocess.run(
-        [sys.executable, "-m", "episcribe.cli", "redo", str(tmp_path), "--episodes", "0"],
+        [sys.executable, "-m", "episcribe.command.cli", "redo", str(tmp_path), "--episodes", "0"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "has no staging/ directory" in bad.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from episcribe.cli import translate
+from episcribe.command.cli import translate
 from episcribe.config import load_schema, render_default_config, resolve
 from episcribe.errors import ConfigError
 
@@ -115,7 +115,7 @@ def test_command_line_keys_override_config_yaml_sections_in_any_order():
 
 
 def _plan(tmp_path, **sections):
-    from episcribe.workflow import WorkflowPlan
+    from episcribe.pipeline.workflow import WorkflowPlan
 
     return WorkflowPlan(resolve(sections), tmp_path)
 
@@ -129,7 +129,7 @@ def test_a_push_without_a_repo_or_any_dataset_is_refused_naming_the_keys(tmp_pat
 
 @pytest.mark.parametrize("episodes", [1, 6, 32, 100, 10_000])
 def test_auto_job_cut_covers_every_episode_once_in_few_jobs(episodes):
-    from episcribe.workflow import AUTO_EPISODES_PER_JOB, MAX_JOBS, shard_episodes
+    from episcribe.pipeline.workflow import AUTO_EPISODES_PER_JOB, MAX_JOBS, shard_episodes
 
     shards = shard_episodes(list(range(episodes)), "auto", n_modules=4)
     assert [e for s in shards for e in s.episodes] == list(range(episodes))

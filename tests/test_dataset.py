@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from episcribe.dataset import LeRobotDataset
 from episcribe.errors import DatasetError
+from episcribe.lerobot.dataset import LeRobotDataset
 
 G1_CAM = "observation.images.cam_high"
 

@@ -13,9 +13,15 @@ import pytest
 from PIL import Image
 from synth import read_frame_code
 
-from episcribe.dataset import LeRobotDataset
 from episcribe.errors import DatasetError
-from episcribe.frames import burn_label, contact_sheet, decode_frames, encode_jpeg, jpeg_data_url
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.lerobot.frames import (
+    burn_label,
+    contact_sheet,
+    decode_frames,
+    encode_jpeg,
+    jpeg_data_url,
+)
 
 G1_CAM = "observation.images.cam_high"
 
@@ -71,7 +77,7 @@ def test_episode_deep_in_the_file_is_reached_by_seeking(make_synth, caplog):
     root = make_synth(episodes=8, episodes_per_file=8, seconds=3.0, cameras=("cam",))
     ds = LeRobotDataset.open(root)
     ep = ds.load_episode(7)
-    with caplog.at_level(logging.DEBUG, logger="episcribe.frames"):
+    with caplog.at_level(logging.DEBUG, logger="episcribe.lerobot.frames"):
         images = decode_frames(ep.info.videos["cam"], [ep.timestamps[25]])
     assert read_frame_code(images[0]) == (7, 25)
     counts = [int(m) for m in re.findall(r"decoded (\d+) frames", caplog.text)]
@@ -85,7 +91,7 @@ def test_one_hz_ticks_skip_the_second_half_of_every_gop(make_synth, caplog):
     root = make_synth(episodes=2, episodes_per_file=2, seconds=10.0, fps=30, cameras=("cam",))
     ep = LeRobotDataset.open(root).load_episode(1)
     wanted = list(range(0, 300, 30)) + [299]
-    with caplog.at_level(logging.DEBUG, logger="episcribe.frames"):
+    with caplog.at_level(logging.DEBUG, logger="episcribe.lerobot.frames"):
         images = decode_frames(ep.info.videos["cam"], [ep.timestamps[k] for k in wanted])
     assert [read_frame_code(im) for im in images] == [(1, k) for k in wanted]
     counts = [int(m) for m in re.findall(r"decoded (\d+) frames", caplog.text)]

@@ -155,7 +155,7 @@ def test_a_push_without_a_valid_token_is_one_line_saying_how_to_log_in(
 
 
 PUSH = (
-    "import sys; from episcribe.hub import push_dataset; "
+    "import sys; from episcribe.lerobot.hub import push_dataset; "
     "push_dataset(sys.argv[1], sys.argv[2], private=False, commit_message='m', card='card')"
 )
 

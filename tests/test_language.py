@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from episcribe import language as L
+from episcribe.lerobot import language as L
 
 
 def test_every_style_routes_to_exactly_one_column():

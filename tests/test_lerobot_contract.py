@@ -81,10 +81,10 @@ def test_the_tie_checker_itself_sees_two_plan_rows_at_one_timestamp(
     make_synth, tmp_path, second_plan
 ):
     """The checker must fail on the very dataset shape LeRobot refused."""
-    from episcribe.dataset import LeRobotDataset
-    from episcribe.language import make_row
-    from episcribe.staging import write_rows
-    from episcribe.writer import write_annotated
+    from episcribe.lerobot.dataset import LeRobotDataset
+    from episcribe.lerobot.language import make_row
+    from episcribe.lerobot.writer import write_annotated
+    from episcribe.pipeline.staging import write_rows
 
     data = make_synth("tiny", episodes=1, seconds=2.0, episodes_per_file=1)
     ds = LeRobotDataset.open(data)

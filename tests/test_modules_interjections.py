@@ -13,7 +13,7 @@ from test_modules_plan import (
     settings_for,
 )
 
-from episcribe.language import is_speech_atom, make_row
+from episcribe.lerobot.language import is_speech_atom, make_row
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from test_fake_server import MODEL, read_log, run_fake
 
 from episcribe.config import resolve
-from episcribe.dataset import LeRobotDataset
+from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules.base import (
     EpisodeContext,
     FrameSource,
@@ -24,10 +24,10 @@ from episcribe.modules.base import (
     sample_times,
     snap_indices,
 )
-from episcribe.modules.plan import join_steps, plan_windows, stitch
-from episcribe.prompts import PromptSet
-from episcribe.registry import MODULES, NAMES
-from episcribe.validation import ERROR, validate_episode
+from episcribe.modules.plan.run import join_steps, plan_windows, stitch
+from episcribe.modules.prompts import PromptSet
+from episcribe.modules.registry import MODULES, NAMES
+from episcribe.pipeline.validation import ERROR, validate_episode
 from episcribe.vlm.client import VlmClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_no_rephrasings_means_no_task_aug_rows_and_a_derived_task_is_logged(
     base, _ = fake
     root = make_synth("notaug", episodes=1, seconds=2.0, cameras=("cam",), tasks=["debug"])
     settings = settings_for("plan", n_task_rephrasings=0)
-    with caplog.at_level("INFO", logger="episcribe.modules.plan"):
+    with caplog.at_level("INFO", logger="episcribe.modules.plan.run"):
         res = run_module("plan", root, 0, base, tmp_path / "m.jsonl", settings=settings)
     assert res.style("task_aug") == [] and "task_rephrasings" not in res.kinds
     assert res.kinds.count("derive_task") == 1 and res.style("subtask")
@@ -310,7 +310,7 @@ def test_stitch_merges_subtasks_shorter_than_the_minimum():
 def test_describe_answer_fits_its_budget_at_max_video_frames():
     # The longest answer the schema sent at max_video_frames allows: every entry at its
     # longest observation and a long timestamp. It must fit the describe budget.
-    from episcribe.modules.plan import DESCRIBE_ENTRIES
+    from episcribe.modules.plan.run import DESCRIBE_ENTRIES
     from episcribe.vlm.sizing import DEFAULT_BUDGETS, text_tokens
 
     prompt = PromptSet(PROMPTS).get("describe")

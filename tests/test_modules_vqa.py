@@ -9,8 +9,8 @@ import pytest
 from test_fake_server import read_log, run_fake
 from test_modules_plan import errors_of, frame_set, run_module, settings_for
 
-from episcribe.modules.vqa import convert_answer
-from episcribe.vqa_answers import vqa_answer_problem
+from episcribe.modules.vqa.answers import vqa_answer_problem
+from episcribe.modules.vqa.run import convert_answer
 
 
 @pytest.fixture(scope="module")

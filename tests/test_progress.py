@@ -11,10 +11,10 @@ import subprocess
 from test_cli import EPISCRIBE, env, episcribe, fake_config
 from test_stopping import ANSI, read_all, run_in_terminal
 
+from episcribe.command.preflight import PROMPTS
+from episcribe.command.progress import Tracker, summary_line
 from episcribe.config import resolve
-from episcribe.preflight import PROMPTS
-from episcribe.progress import Tracker, summary_line
-from episcribe.workflow import WorkflowPlan
+from episcribe.pipeline.workflow import WorkflowPlan
 
 
 def test_tracker_counts_this_runs_calls_and_failures(synth_small, tmp_path, monkeypatch):

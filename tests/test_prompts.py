@@ -10,8 +10,14 @@ import jsonschema
 import pytest
 
 from episcribe.errors import UserError
-from episcribe.modules.vqa import coordinate_system
-from episcribe.prompts import MODULE_PROMPT_KINDS, Prompt, PromptSet, prompt_files, strip_notes
+from episcribe.modules.prompts import (
+    MODULE_PROMPT_KINDS,
+    Prompt,
+    PromptSet,
+    prompt_files,
+    strip_notes,
+)
+from episcribe.modules.vqa.run import coordinate_system
 from episcribe.vlm.fake_answers import Request, plausible
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from episcribe.dataset import LeRobotDataset
-from episcribe.frames import decode_frames
-from episcribe.language import make_row, speech_atom
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.lerobot.frames import decode_frames
+from episcribe.lerobot.language import make_row, speech_atom
+from episcribe.pipeline.staging import staging_file, write_rows
 from episcribe.report.build import (
     MAX_OVERLAY_EPISODES,
     MAX_TIMELINES,
@@ -48,7 +49,6 @@ from episcribe.report.timeline import (
 )
 from episcribe.report.usage import USAGE_COLUMNS, metrics_files, read_metrics, usage, usage_csv
 from episcribe.report.video import Clip, panel_frames, strip_frames
-from episcribe.staging import staging_file, write_rows
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
 ARTIFACTS = Path(os.environ.get("EPISCRIBE_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))

@@ -14,14 +14,14 @@ import pytest
 from smk import Workspace
 from synth_robot import STATE_NAMES, signal_script
 
-from episcribe import signals
 from episcribe.config import resolve
-from episcribe.dataset import LeRobotDataset
 from episcribe.errors import ConfigError
+from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules.base import EpisodeContext, FrameSource
-from episcribe.modules.grounding import TimedKeystate, facts, snap_boundaries
-from episcribe.prompts import PromptSet
-from episcribe.registry import MODULES
+from episcribe.modules.plan.grounding import TimedKeystate, facts, snap_boundaries
+from episcribe.modules.prompts import PromptSet
+from episcribe.modules.registry import MODULES
+from episcribe.modules.signals import analysis as signals
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 SETTINGS = resolve({})["signals"]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from episcribe import language as L
-from episcribe import staging as S
 from episcribe.errors import UserError
+from episcribe.lerobot import language as L
+from episcribe.pipeline import staging as S
 
 
 def _rows():

@@ -23,7 +23,7 @@ import pytest
 from smk import Workspace
 from test_cli import EPISCRIBE, env, fake_config
 
-from episcribe.registry import NAMES
+from episcribe.modules.registry import NAMES
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TABLE_LINE = re.compile(

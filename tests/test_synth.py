@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from synth import make_dataset, read_frame_code
 
-from episcribe.dataset import LeRobotDataset
+from episcribe.lerobot.dataset import LeRobotDataset
 
 
 def parquet_tables(root: Path) -> dict[str, pa.Table]:

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from episcribe import language as L
-from episcribe.dataset import LeRobotDataset
-from episcribe.staging import MODULES, staging_file, write_rows
-from episcribe.validation import Problem, Report, validate_episode, validate_staging
+from episcribe.lerobot import language as L
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.pipeline.staging import MODULES, staging_file, write_rows
+from episcribe.pipeline.validation import Problem, Report, validate_episode, validate_staging
 
 VQA_ANSWERS = [
     {"label": "bottle", "count": 1},

@@ -16,9 +16,9 @@ from PIL import Image
 from smk import Workspace
 from test_fake_server import SCHEMAS, chat, post, run_fake
 
-from episcribe.dataset import LeRobotDataset
-from episcribe.frames import encode_mp4, mp4_data_url
-from episcribe.modules.plan import plan_windows
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.lerobot.frames import encode_mp4, mp4_data_url
+from episcribe.modules.plan.run import plan_windows
 from episcribe.vlm.fake_limits import MP4_PREFIX
 
 FPS = 2.0

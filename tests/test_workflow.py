@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from smk import Workspace, terminate
 
-from episcribe.language import EVENT_COLUMN, PERSISTENT_COLUMN
+from episcribe.lerobot.language import EVENT_COLUMN, PERSISTENT_COLUMN
 
 DATASET_OPTS = dict(episodes=3, seconds=3.0, fps=10, episodes_per_file=2)
 # What re-runs after any staging file changed: validation, the write and the report.
@@ -236,8 +236,8 @@ def test_sharded_run_equals_per_episode_run_and_rebuilds_one_episode(baseline, d
     assert len(ws.fake_requests()) == calls_before
     assert ws.staging("synth") == baseline.staging("synth")
 
-    redo = [sys.executable, "-m", "episcribe.cli", "redo", "results/synth", "--episodes", "1",
-            "--modules", "vqa"]  # fmt: skip
+    redo = [sys.executable, "-m", "episcribe.command.cli", "redo", "results/synth",
+            "--episodes", "1", "--modules", "vqa"]  # fmt: skip
     subprocess.run(redo, cwd=ws.root, check=True, capture_output=True)
     run = ws.run()
     assert [r for r in run.rules if r.startswith("annotate_")] == ["annotate_vqa_s0"]

@@ -127,7 +127,7 @@ def test_redo_asks_the_model_again_for_exactly_that_episode(dataset, tmp_path):
         // 2
     )
     subprocess.run(
-        [sys.executable, "-m", "episcribe.cli", "redo", "results/synth", "--modules", "vqa",
+        [sys.executable, "-m", "episcribe.command.cli", "redo", "results/synth", "--modules", "vqa",
          "--episodes", "1"],
         cwd=ws.root, check=True, capture_output=True,
     )  # fmt: skip

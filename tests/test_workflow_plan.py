@@ -7,8 +7,8 @@ import os
 import pytest
 
 from episcribe.config import resolve
-from episcribe.staging import MODULES, staging_file, staging_paths
-from episcribe.workflow import WorkflowPlan
+from episcribe.pipeline.staging import MODULES, staging_file, staging_paths
+from episcribe.pipeline.workflow import WorkflowPlan
 
 
 @pytest.mark.parametrize(

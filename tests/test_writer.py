@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from test_validation import full_staging, stage
 
-from episcribe import language as L
-from episcribe.dataset import LeRobotDataset
 from episcribe.errors import DatasetError, UserError
-from episcribe.staging import MODULES, read_rows, staging_file, write_rows
-from episcribe.validation import validate_staging
-from episcribe.writer import MARKER, write_annotated
+from episcribe.lerobot import language as L
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.lerobot.writer import MARKER, write_annotated
+from episcribe.pipeline.staging import MODULES, read_rows, staging_file, write_rows
+from episcribe.pipeline.validation import validate_staging
 
 USER_TOOL = {"type": "function", "function": {"name": "wave", "parameters": {"type": "object"}}}
 

@@ -25,8 +25,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import WORKFLOW_DIR
-from .errors import ConfigError
+from episcribe import WORKFLOW_DIR
+from episcribe.errors import ConfigError
 
 SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 KEY_SEPARATORS = ("__", ".")

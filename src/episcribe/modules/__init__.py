@@ -7,6 +7,6 @@
 - ``plan_update``: a refreshed plan at every interjection (persistent);
 - ``vqa``: frame-grounded question/answer pairs per camera (events).
 
-Each is declared in :mod:`episcribe.registry` (styles, upstream modules, prompt kinds,
+Each is declared in :mod:`episcribe.modules.registry` (styles, upstream modules, prompt kinds,
 config section), which the rest of the package reads.
 """

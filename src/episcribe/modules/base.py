@@ -26,12 +26,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from ..dataset import Episode, LeRobotDataset
-from ..frames import burn_label, contact_sheet, decode_frames, jpeg_data_url, mp4_data_url
-from ..prompts import PromptSet
+from episcribe.lerobot.dataset import Episode, LeRobotDataset
+from episcribe.lerobot.frames import (
+    burn_label,
+    contact_sheet,
+    decode_frames,
+    jpeg_data_url,
+    mp4_data_url,
+)
+from episcribe.modules.prompts import PromptSet
 
 if TYPE_CHECKING:  # openai is slow to import: only jobs that call the model pay for it
-    from ..vlm.client import VlmClient
+    from episcribe.vlm.client import VlmClient
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +242,7 @@ class EpisodeContext:
         conversation (a chat template takes a system message only first); continuing
         ``history``, it goes into the user turn. The images come first in the user turn.
         """
-        from ..vlm.client import system_message, user_message
+        from episcribe.vlm.client import system_message, user_message
 
         instructions, request = self.prompts.get(kind).render_parts(**fields)
         out = list(history)

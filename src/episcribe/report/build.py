@@ -12,15 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_text
-from ..dataset import LeRobotDataset
-from .draw import jpeg_bytes, png_bytes
-from .notes import load_notes
-from .overlays import PANEL_W, pick_vqa, render_vqa_sheet
-from .summary import summary_html
-from .timeline import render_timeline, strip_slices, strip_times, tile_size
-from .usage import read_metrics, usage, usage_csv
-from .video import Clip, panel_frames, strip_frames
+from episcribe.atomic import write_text
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.report.draw import jpeg_bytes, png_bytes
+from episcribe.report.notes import load_notes
+from episcribe.report.overlays import PANEL_W, pick_vqa, render_vqa_sheet
+from episcribe.report.summary import summary_html
+from episcribe.report.timeline import render_timeline, strip_slices, strip_times, tile_size
+from episcribe.report.usage import read_metrics, usage, usage_csv
+from episcribe.report.video import Clip, panel_frames, strip_frames
 
 log = logging.getLogger(__name__)
 

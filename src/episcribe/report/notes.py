@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dataset import Episode, LeRobotDataset
-from ..signals import parse_keystate
-from ..staging import merge_modules, read_rows, staging_file
+from episcribe.lerobot.dataset import Episode, LeRobotDataset
+from episcribe.modules.signals.analysis import parse_keystate
+from episcribe.pipeline.staging import merge_modules, read_rows, staging_file
 
 KIND_NAMES = {
     "plan": "PLAN",

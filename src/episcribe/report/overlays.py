@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from .draw import (
+from episcribe.report.draw import (
     BG,
     INK,
     MUTED,
@@ -27,7 +27,7 @@ from .draw import (
     truncate,
     wrap,
 )
-from .notes import EpisodeNotes, VqaItem, answer_shape
+from episcribe.report.notes import EpisodeNotes, VqaItem, answer_shape
 
 MAX_VQA_PANELS = 6  # panels per (episode, camera) sheet: 3 rows of 2
 PROBE = 24  # candidates looked at (keyframe or not) when picking a sheet's panels

@@ -10,7 +10,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .usage import USAGE_COLUMNS
+from episcribe.report.usage import USAGE_COLUMNS
 
 # -- the summary page ----------------------------------------------------------------
 CSS = """

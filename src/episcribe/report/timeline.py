@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .draw import (
+from episcribe.report.draw import (
     BG,
     GRID,
     INK,
@@ -35,7 +35,7 @@ from .draw import (
     truncate,
     wrap,
 )
-from .notes import KIND_NAMES, EpisodeNotes, Marker, plan_items
+from episcribe.report.notes import KIND_NAMES, EpisodeNotes, Marker, plan_items
 
 STRIP_FRAMES = 10  # frames in a timeline's strip
 WIDTH = 1600  # timeline width in pixels

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from ..outcomes import job_files
+from episcribe.pipeline.outcomes import job_files
 
 USAGE_COLUMNS = (
     "module",

@@ -9,7 +9,7 @@ average at a 2-s GOP and 30 fps); a keyframe costs one. So:
   :func:`~episcribe.report.overlays.pick_vqa` prefers pairs whose frame is a keyframe,
   which a seek and one demuxed packet tell (:meth:`Clip.is_keyframe`).
 
-Every other frame comes from :func:`episcribe.frames.decode_frames` (one pass per call,
+Every other frame comes from :func:`episcribe.lerobot.frames.decode_frames` (one pass per call,
 targets sorted). A frame that cannot be had is ``None`` (drawn as a placeholder) and
 logged; the report never fails on a video.
 """
@@ -23,9 +23,9 @@ import av
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-from ..dataset import VideoSegment
-from ..errors import UserError
-from ..frames import decode_frames
+from episcribe.errors import UserError
+from episcribe.lerobot.dataset import VideoSegment
+from episcribe.lerobot.frames import decode_frames
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Clip:
 
 
 def exact_frames(segment: VideoSegment, times: Sequence[float]) -> list[Image.Image | None]:
-    """The frames at these episode times (episcribe.frames), or Nones and a warning."""
+    """The frames at these episode times (episcribe.lerobot.frames), or Nones and a warning."""
     if not times:
         return []
     try:

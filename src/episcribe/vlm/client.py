@@ -37,8 +37,8 @@ from typing import Any, TextIO
 import jsonschema
 import openai
 
-from ..errors import ServerError
-from .slots import SlotPool
+from episcribe.errors import ServerError
+from episcribe.vlm.slots import SlotPool
 
 log = logging.getLogger(__name__)
 

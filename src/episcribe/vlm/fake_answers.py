@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from .sizing import text_tokens
+from episcribe.vlm.sizing import text_tokens
 
 THINK_TOKENS = (150, 600)  # how long the fake thinks, drawn per request
 TIMESTAMPS_RE = re.compile(r"Frame timestamps \(s\):\s*([-0-9.,\s]+)")

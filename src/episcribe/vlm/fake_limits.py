@@ -32,8 +32,8 @@ from typing import Any
 import jsonschema
 from PIL import Image
 
-from .fake_answers import schema_validator
-from .sizing import MESSAGE_OVERHEAD, image_tokens, text_tokens, video_tokens
+from episcribe.vlm.fake_answers import schema_validator
+from episcribe.vlm.sizing import MESSAGE_OVERHEAD, image_tokens, text_tokens, video_tokens
 
 CACHE_KEYS_MAX = 1_000_000
 ROLES = {"system", "user", "assistant"}

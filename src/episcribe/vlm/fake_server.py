@@ -50,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .fake_answers import (
+from episcribe.vlm.fake_answers import (
     Request,
     answer,
     generation,
@@ -58,7 +58,7 @@ from .fake_answers import (
     observation,
     runaway,
 )
-from .fake_limits import (
+from episcribe.vlm.fake_limits import (
     BadRequest,
     LimitExceeded,
     PrefixCache,

@@ -3,7 +3,7 @@ take as a param (and their cache keys contain), so changing one re-annotates."""
 
 from __future__ import annotations
 
-from .sizing import token_budgets
+from episcribe.vlm.sizing import token_budgets
 
 
 def model_identity(vlm: dict, camera_key: str) -> dict:

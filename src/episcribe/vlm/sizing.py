@@ -92,8 +92,8 @@ def token_budgets(vlm: Mapping) -> dict[str, int]:
 
 def max_images(config: Mapping) -> int:
     """The most images one request of this config carries (``--limit-mm-per-prompt``)."""
-    from ..modules.interjections import WINDOW_OFFSETS
-    from ..modules.plan import SHEET_TILES
+    from episcribe.modules.interjections.run import WINDOW_OFFSETS
+    from episcribe.modules.plan.run import SHEET_TILES
 
     counts = [0]
     if config.get("plan", {}).get("enabled", True):

@@ -58,9 +58,9 @@ process or a SLURM job), ``supervisor`` (replicas and the watch), ``owner`` (pro
 identity, heartbeats), ``probe`` (HTTP checks, records), ``__main__`` (the CLI).
 """
 
-from .launchers import check_local_start, slurm_state
-from .lifecycle import ensure, stop
-from .owner import (
+from episcribe.vlm.server.launchers import check_local_start, slurm_state
+from episcribe.vlm.server.lifecycle import ensure, stop
+from episcribe.vlm.server.owner import (
     HEARTBEAT_ENV,
     OWNER_ENV,
     OWNER_HEARTBEAT,
@@ -70,8 +70,8 @@ from .owner import (
     set_owner,
     start_owner_heartbeat,
 )
-from .probe import answers, check_serves, served_models
-from .supervisor import model_args, serve_command
+from episcribe.vlm.server.probe import answers, check_serves, served_models
+from episcribe.vlm.server.supervisor import model_args, serve_command
 
 __all__ = [
     "HEARTBEAT_ENV",

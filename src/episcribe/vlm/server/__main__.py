@@ -9,10 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from ...errors import ServerError
-from .lifecycle import ensure, stop
-from .owner import HEARTBEAT_STALE_S, Freshness, Watch
-from .supervisor import supervise
+from episcribe.errors import ServerError
+from episcribe.vlm.server.lifecycle import ensure, stop
+from episcribe.vlm.server.owner import HEARTBEAT_STALE_S, Freshness, Watch
+from episcribe.vlm.server.supervisor import supervise
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def _json_arg(raw: str) -> dict:
 
 def _settings(raw: str) -> dict:
     """Settings with the config schema's defaults filled in."""
-    from ...config import resolve  # jsonschema: an import the supervisor need not pay for
+    from episcribe.config import resolve  # jsonschema: an import the supervisor need not pay for
 
     return resolve({"vlm": _json_arg(raw)})["vlm"]
 

@@ -21,9 +21,9 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from ...atomic import write_json
-from ...errors import ServerError
-from .owner import (
+from episcribe.atomic import write_json
+from episcribe.errors import ServerError
+from episcribe.vlm.server.owner import (
     OWNER_HEARTBEAT,
     alive,
     owner,
@@ -32,7 +32,7 @@ from .owner import (
     start_heartbeat,
     start_ticks,
 )
-from .probe import read_json, tail
+from episcribe.vlm.server.probe import read_json, tail
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ... import config
-from ...errors import ServerError
-from .launchers import STOP_GRACE_S, for_record, for_settings
-from .probe import answers, check_serves, read_json
+from episcribe import config
+from episcribe.errors import ServerError
+from episcribe.vlm.server.launchers import STOP_GRACE_S, for_record, for_settings
+from episcribe.vlm.server.probe import answers, check_serves, read_json
 
 log = logging.getLogger(__name__)
 

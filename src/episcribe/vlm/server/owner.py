@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...atomic import write_text
+from episcribe.atomic import write_text
 
 log = logging.getLogger(__name__)
 

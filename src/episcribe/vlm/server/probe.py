@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ...errors import ServerError
+from episcribe.errors import ServerError
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import psutil
 
-from ...atomic import write_json
-from ..sizing import DEFAULT_MAX_IMAGES, auto_max_model_len
-from .launchers import RECORDS, STOP_GRACE_S
-from .owner import Freshness, OwnerBeat, Watch, alive, start_ticks
-from .probe import answers, read_json, tail
+from episcribe.atomic import write_json
+from episcribe.vlm.server.launchers import RECORDS, STOP_GRACE_S
+from episcribe.vlm.server.owner import Freshness, OwnerBeat, Watch, alive, start_ticks
+from episcribe.vlm.server.probe import answers, read_json, tail
+from episcribe.vlm.sizing import DEFAULT_MAX_IMAGES, auto_max_model_len
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,3 @@
+"""The LeRobot v3 format: reading, decoding, writing, the language vocabulary, LeRobot's
+resolver rules, the Hub.
+"""

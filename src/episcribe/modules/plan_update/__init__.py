@@ -1,0 +1,1 @@
+"""The plan_update module."""

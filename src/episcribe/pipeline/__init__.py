@@ -1,0 +1,1 @@
+"""The annotation pipeline around the modules."""

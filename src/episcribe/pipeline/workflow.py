@@ -1,0 +1,278 @@
+"""What the Snakefile needs to know, computed in plain (testable) Python.
+
+``WorkflowPlan`` turns the validated config and the dataset's metadata into the
+shards, paths and rule parameters that ``rules/*.smk`` declare. The path grammar
+lives here and in ``staging.staging_file`` (``staging_paths``) only:
+
+    results/{dataset}/staging/episode_{N:06d}/{module}.jsonl    one module, one episode
+    results/{dataset}/cache/{module}/..                        content-addressed rows
+    results/{dataset}/validation/report.{json,txt}             the validation report
+    results/{dataset}/write/manifest.json                      the write receipt
+    logs/{dataset}/{rule}/{shard}.log (+ .metrics.jsonl)       one log per job
+    benchmarks/{dataset}/{rule}/{shard}.tsv                    one timing per job
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from episcribe.errors import ConfigError
+from episcribe.lerobot import hub
+from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.modules import registry
+from episcribe.modules.prompts import asks_model, prompt_files
+from episcribe.pipeline.cache import digest, incomplete_runs
+from episcribe.pipeline.staging import staging_paths
+from episcribe.vlm.identity import model_identity
+
+# Snakemake's cost per job grows with the number of jobs (bench/README.md), so a run
+# stays under about this many.
+MAX_JOBS = 1000
+# Episodes per job under workflow.episodes_per_job: auto. A job pays Python, imports and
+# opening the dataset before its first model call, so one job per episode would spend
+# more on start-up than an episode's calls cost a server, and many jobs at once more
+# memory (bench/README.md). A cached episode costs a job almost nothing, so rebuilding
+# one episode stays cheap in a big shard.
+AUTO_EPISODES_PER_JOB = 32
+SERVER_RUN_DIR = Path(".episcribe") / "server"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Consecutive episodes annotated by one job of each module."""
+
+    number: int
+    episodes: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """Names the shard's log and benchmark files after its episodes."""
+        first, last = self.episodes[0], self.episodes[-1]
+        return f"episode_{first:06d}" if first == last else f"episodes_{first:06d}-{last:06d}"
+
+    def rule_name(self, module: str) -> str:
+        """``annotate_vqa_e12`` (one episode) or ``annotate_vqa_s3`` (shard 3).
+
+        Short on purpose: a cluster group job is named after five of its rules, and the
+        executor's temporary files carry that name, which must fit in 255 bytes.
+        """
+        if len(self.episodes) == 1:
+            return f"annotate_{module}_e{self.episodes[0]}"
+        return f"annotate_{module}_s{self.number}"
+
+
+def dataset_name(config: dict) -> str:
+    root = config["dataset"]["root"]
+    if root:
+        return Path(root).resolve().name
+    return config["dataset"]["repo_id"].replace("/", "__")
+
+
+def dataset_root(config: dict) -> Path:
+    """The dataset's local directory: dataset.root, or the workflow's copy of repo_id."""
+    dataset = config["dataset"]
+    if dataset["root"]:
+        return Path(dataset["root"])
+    if dataset["repo_id"]:
+        return hub.local_dir(dataset["repo_id"], dataset["revision"])
+    raise ConfigError(
+        "no dataset: pass --config dataset__root=/path/to/dataset (a local LeRobot v3 "
+        "dataset) or dataset__repo_id=owner/name (a Hub dataset)"
+    )
+
+
+def fetch_dataset(config: dict) -> None:
+    """Download dataset.repo_id when no dataset.root is set (nothing when it is cached)."""
+    dataset = config["dataset"]
+    if not dataset["root"] and dataset["repo_id"]:
+        hub.download_dataset(dataset["repo_id"], dataset["revision"], dataset_root(config))
+
+
+def push_repo(config: dict) -> str | None:
+    """The Hub repo output.push_to_hub uploads to (None: no push)."""
+    if not config["output"]["push_to_hub"]:
+        return None
+    repo = config["output"]["new_repo_id"] or config["dataset"]["repo_id"]
+    if not repo:
+        raise ConfigError(
+            "output.push_to_hub needs a repo: set output.new_repo_id=owner/name (or annotate "
+            "a Hub dataset with dataset.repo_id to push back to it)"
+        )
+    return repo
+
+
+def shard_episodes(episodes: list[int], per_job: int | str, n_modules: int) -> list[Shard]:
+    if per_job == "auto":
+        within_max_jobs = math.ceil(len(episodes) * max(n_modules, 1) / MAX_JOBS)
+        per_job = max(AUTO_EPISODES_PER_JOB, within_max_jobs)
+    return [
+        Shard(number, tuple(episodes[start : start + per_job]))
+        for number, start in enumerate(range(0, len(episodes), per_job))
+    ]
+
+
+class WorkflowPlan:
+    def __init__(self, config: dict, prompts_dir: Path):
+        output, vlm = config["output"], config["vlm"]
+        if output["in_place"] and vlm["backend"] == "fake" and not output["allow_fake_in_place"]:
+            raise ConfigError(
+                "vlm.backend is fake, whose answers are placeholders, and output.in_place "
+                "would write them into your dataset: set output.in_place=false (a new "
+                "directory), or output.allow_fake_in_place=true if that is what you want"
+            )
+        self.push_repo = push_repo(config)
+        self.config = config
+        self.prompts_dir = prompts_dir
+        self.dataset = LeRobotDataset.open(dataset_root(config))
+        self.name = dataset_name(config)
+        self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
+        self.modules = registry.enabled(config)
+        if not self.modules:
+            switches = sorted({f"{spec.section}.enabled" for spec in registry.SPECS})
+            raise ConfigError(f"every module is disabled ({', '.join(switches)}): nothing to do")
+        self.shards = shard_episodes(
+            self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
+        )
+        camera = config["vlm"]["camera_key"] or self.dataset.cameras[0]
+        if camera not in self.dataset.cameras:
+            raise ConfigError(
+                f"vlm.camera_key {camera!r} is not a camera of {self.dataset.root}; "
+                f"its cameras are: {', '.join(self.dataset.cameras)}"
+            )
+        self.model = model_identity(config["vlm"], camera)
+        self._staging_cache: dict[str, list[str]] = {}
+        self._sources_cache: dict[Shard, list[str]] = {}
+        self._incomplete: dict[str, dict[int, int]] = {}
+
+    # -- paths ---------------------------------------------------------------------
+    # At 10,000 episodes the rule files ask for these 100,000+ times while snakemake
+    # parses the Snakefile (and again in every cluster job), so they are plain strings,
+    # formatted once and kept.
+    @property
+    def results(self) -> Path:
+        return Path("results") / self.name
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.results / "staging"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.results / "cache"
+
+    def staging_outputs(self, module: str, shard: Shard) -> list[str]:
+        return staging_paths(self.staging_dir, shard.episodes, module)
+
+    def all_staging(self) -> list[str]:
+        return [path for module in self.modules for path in self._all_staging(module)]
+
+    def missing_staging(self) -> list[str]:
+        """The staging files of the plan that do not exist (one ``stat`` each)."""
+        exists = os.path.exists
+        return [path for path in self.all_staging() if not exists(path)]
+
+    def _all_staging(self, module: str) -> list[str]:
+        cached = self._staging_cache.get(module)
+        if cached is None:
+            cached = self._staging_cache[module] = staging_paths(
+                self.staging_dir, self.episodes, module
+            )
+        return cached
+
+    def log(self, rule: str, shard: Shard | None = None, suffix: str = ".log") -> str:
+        return str(Path("logs") / self.name / rule / f"{shard.label if shard else rule}{suffix}")
+
+    def benchmark(self, rule: str, shard: Shard | None = None) -> str:
+        return str(Path("benchmarks") / self.name / rule / f"{shard.label if shard else rule}.tsv")
+
+    def destination(self) -> str | None:
+        """None means in place."""
+        output = self.config["output"]
+        if output["in_place"]:
+            return None
+        # Kept as given (relative to the working directory by default): an absolute path
+        # would change with the checkout's location and re-run the write for nothing.
+        return str(Path(output["root"] or self.results / "annotated"))
+
+    def provenance(self) -> dict:
+        """What produces the annotations, recorded in the written dataset."""
+        prompts = {
+            Path(path).name: Path(path).read_text(encoding="utf-8")
+            for path in self.all_prompt_inputs()
+        }
+        return {
+            "backend": self.config["vlm"]["backend"],
+            "fake_annotations": self.config["vlm"]["backend"] == "fake",
+            "model": self.model,
+            "prompts_sha256": digest(prompts),
+        }
+
+    def push_params(self) -> dict:
+        """push_dataset's params: the folder, the repo and what its dataset card says."""
+        dataset, output = self.config["dataset"], self.config["output"]
+        if dataset["root"] or not dataset["repo_id"]:
+            source = f"a local dataset, `{self.dataset.root.name}`"
+        else:
+            source = f"`{dataset['repo_id']}` (revision {dataset['revision'] or 'main'})"
+        model_id = self.model["model_id"]
+        return {
+            "folder": self.destination() or str(self.dataset.root),
+            "repo_id": self.push_repo,
+            "private": output["private"],
+            "commit_message": output["commit_message"]
+            or f"Add language annotations by {model_id} (episcribe)",
+            "card": {
+                "repo_id": self.push_repo,
+                "source": source,
+                "model": self.model,
+                "modules": self.modules,
+                "episodes": len(self.episodes),
+                "total_episodes": len(self.dataset.episode_indices()),
+            },
+        }
+
+    # -- rule inputs and params ------------------------------------------------------
+    def upstream(self, module: str) -> list[str]:
+        return [m for m in registry.MODULES[module].upstream if m in self.modules]
+
+    def prompt_inputs(self, module: str) -> list[str]:
+        return [str(p) for p in prompt_files(self.prompts_dir, module)]
+
+    def all_prompt_inputs(self) -> list[str]:
+        """Every prompt file of the enabled modules, sorted."""
+        return sorted({path for module in self.modules for path in self.prompt_inputs(module)})
+
+    def source_inputs(self, shard: Shard) -> list[str]:
+        # The same for every module's job of the shard: computed once per shard.
+        cached = self._sources_cache.get(shard)
+        if cached is None:
+            cached = [str(p) for p in self.dataset.source_files(shard.episodes)]
+            self._sources_cache[shard] = cached
+        return list(cached)
+
+    def incomplete_runs(self, module: str, shard: Shard) -> dict[str, int]:
+        """Episode -> its count of incomplete deliveries, for the shard's episodes that
+        were ever staged with failed model calls (read, never written, at parse time)."""
+        runs = self._incomplete.get(module)
+        if runs is None:
+            runs = self._incomplete[module] = incomplete_runs(self.cache_dir, module)
+        return {str(e): runs[e] for e in shard.episodes if e in runs}
+
+    def module_settings(self, module: str) -> dict:
+        spec = registry.MODULES[module]
+        return self.config[spec.section] if spec.settings else {}
+
+    def module_params(self, module: str, shard: Shard) -> dict:
+        """The rule's params: exactly what may change this module's answers."""
+        return {
+            "module": module,
+            "episodes": list(shard.episodes),
+            "settings": self.module_settings(module),
+            # A module that asks no model is not re-run when the model changes.
+            "model": self.model if asks_model(module) else {},
+            # Only the jobs of modules that draw from the seeded RNG re-run when it changes.
+            "seed": self.config["seed"] if registry.MODULES[module].seeded else None,
+        }
