@@ -36,7 +36,6 @@ from scenario import scenario_from_args  # noqa: E402
 from smk import Workspace  # noqa: E402
 
 from episcribe.report.build import build_report  # noqa: E402
-from episcribe.report.usage import metrics_files  # noqa: E402
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
 
@@ -115,7 +114,7 @@ def main() -> None:
                 episodes=episodes,
                 modules=MODULES,
                 model={"model_id": "fake", "camera_key": None},
-                metrics_paths=metrics_files(ws.root / "logs" / data.name, MODULES, episodes),
+                metrics_paths=sorted((results / "jobs").glob("annotate_*/*.metrics.jsonl")),
                 validation_json=results / "validation" / "report.json",
                 timelines_dir=out / "timelines",
                 overlays_dir=out / "vqa",

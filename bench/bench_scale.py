@@ -97,7 +97,7 @@ def create_outputs(ws: Workspace, dataset: Path, config: dict) -> int:
     os.chdir(ws.root)
     try:
         plan = WorkflowPlan(cfg, Path("prompts"))
-        base = plan.results
+        base = plan.paths.results
         staging = [Path(p) for p in plan.all_staging()]
     finally:
         os.chdir(cwd)

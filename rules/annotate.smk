@@ -19,7 +19,10 @@ modules' staging files (plan <- signals; interjections <- plan; plan_update <- p
 interjections). Params: its own config section, the model identity (none for signals,
 which asks no model), the seed where the module draws from it. So editing
 prompts/vqa_*.txt re-runs only annotate_vqa jobs.
-Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode.
+Outputs: results/{dataset}/staging/episode_{N:06d}/{module}.jsonl for each episode, and
+the job's summary and metrics (results/{dataset}/jobs/annotate_{module}/{shard}.summary.json,
+.metrics.jsonl: what it did with the model), which the validation report, the usage table
+and the console summary count.
 
 Priorities come from the registry (the plan chain first, vqa fills the slots left). All
 jobs share vlm.client_concurrency requests in flight.
@@ -40,10 +43,11 @@ for module in PLAN.modules:
                 **job_inputs(module, shard),
             output:
                 PLAN.staging_outputs(module, shard),
+                **PLAN.job_files(module, shard),
             log:
-                PLAN.log(f"annotate_{module}", shard),
+                PATHS.log(f"annotate_{module}", shard.label),
             benchmark:
-                PLAN.benchmark(f"annotate_{module}", shard)
+                PATHS.benchmark(f"annotate_{module}", shard.label)
             priority: MODULE_SPECS[module].priority
             # On a cluster (profiles/slurm) the annotate jobs of several shards go to SLURM as
             # one submission: --group-components annotate=N there. No effect on local runs.
@@ -79,5 +83,5 @@ for module in PLAN.modules:
         name:
             module
         input:
-            [path for shard in SHARDS for path in getattr(rules, shard.rule_name(module)).output],
+            [path for shard in SHARDS for path in PLAN.staging_outputs(module, shard)],
         localrule: True

@@ -1,7 +1,8 @@
 """Shared set-up: validated config, the dataset's episodes, shards, paths and params.
 
-All logic lives in episcribe.pipeline.workflow.WorkflowPlan; this file only exposes it to the
-rule files as small named helpers.
+All logic lives in episcribe.pipeline.workflow.WorkflowPlan, and every path in its layout
+(PATHS, episcribe.pipeline.layout); this file only exposes them to the rule files as small
+named helpers.
 """
 
 import json
@@ -16,7 +17,8 @@ from episcribe.pipeline.outcomes import end_of_run_lines
 from episcribe.modules.registry import MODULES as MODULE_SPECS
 from episcribe.command.stopping import guard_sigterm
 from episcribe.vlm import server
-from episcribe.pipeline.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
+from episcribe.pipeline.layout import SERVER_RUN_DIR
+from episcribe.pipeline.workflow import WorkflowPlan, fetch_dataset
 
 # Jobs started by this snakemake share one model server; it watches the main snakemake
 # process and stops when the run ends, however it ends. Job processes inherit the pid.
@@ -37,7 +39,7 @@ try:
 except UserError as exc:
     sys.exit(f"episcribe: {exc}")
 
-DATASET = PLAN.name
+PATHS = PLAN.paths
 SHARDS = PLAN.shards
 
 # Snakemake 9.27.1's SIGTERM handler can deadlock (episcribe.command.stopping says how); only the
@@ -79,7 +81,7 @@ def dataset_root(wildcards):
 
 def job_params(module, shard):
     return PLAN.module_params(module, shard) | {
-        "cache_dir": str(PLAN.cache_dir),
+        "cache_dir": str(PATHS.cache),
         "upstream_modules": PLAN.upstream(module),
         # Changes when one of the shard's episodes was staged with failed model calls, so
         # the next run re-runs the job, which asks the model again for those episodes.
@@ -97,27 +99,26 @@ def final_outputs():
     # validation report exists validate_staging runs anyway, and with it every job whose
     # staging files are missing, so none is listed then. Plain paths, the same as the
     # rules' outputs (a few files: no need for the references validate_staging uses).
-    results = f"results/{DATASET}"
-    validation = f"{results}/validation/report.json"
+    validation = PATHS.validation_json
     missing = PLAN.missing_staging() if os.path.exists(validation) else []
-    push = [f"{results}/push/receipt.json"] if PLAN.push_repo else []
+    push = [PATHS.push_receipt] if PLAN.push_repo else []
     return (
         missing
         + push
         + [
-            f"{results}/write/manifest.json",
+            PATHS.write_manifest,
             validation,
-            f"{results}/report/timelines",
-            f"{results}/report/vqa",
-            f"{results}/report/summary.html",
-            f"{results}/report/usage.csv",
+            PATHS.timelines,
+            PATHS.vqa_overlays,
+            PATHS.summary_html,
+            PATHS.usage_csv,
         ]
     )
 
 
 def annotate_outputs():
-    """Every staging file, module by module, as rules.<rule>.output items of the
-    annotate rules that write them (PLAN.all_staging(), with their producers)."""
+    """Every output of the annotate rules (each staging file, and each job's summary and
+    metrics), module by module, as rules.<rule>.output items of the rules that write them."""
     return [
         path
         for module in PLAN.modules
@@ -136,15 +137,14 @@ def start_run():
 
 def print_summary():
     """onsuccess: rows per style, model calls and losses per module, where things are."""
-    results = Path("results") / DATASET
-    validation = results / "validation" / "report.json"
+    validation = Path(PATHS.validation_json)
     if validation.exists():
         print("\n".join(end_of_run_lines(json.loads(validation.read_text()))))
-    manifest = results / "write" / "manifest.json"
+    manifest = Path(PATHS.write_manifest)
     if manifest.exists():  # not after a module target (snakemake vqa) alone
         print(f"Annotated dataset: {json.loads(manifest.read_text())['destination']}")
-    if (results / "report" / "summary.html").exists():
-        print(f"Report: {results / 'report' / 'summary.html'} (or: snakemake --report report.html)")
+    if Path(PATHS.summary_html).exists():
+        print(f"Report: {PATHS.summary_html} (or: snakemake --report report.html)")
 
 
 def end_run():

@@ -11,11 +11,11 @@ rule push_dataset:
         manifest=rules.write_dataset.output.manifest,
         prompts=PLAN.all_prompt_inputs(),
     output:
-        receipt=f"results/{DATASET}/push/receipt.json",
+        receipt=PATHS.push_receipt,
     log:
-        PLAN.log("push_dataset"),
+        PATHS.log("push_dataset"),
     benchmark:
-        PLAN.benchmark("push_dataset")
+        PATHS.benchmark("push_dataset")
     # Cluster nodes often cannot reach the Hub; the login node can.
     localrule: True
     conda:

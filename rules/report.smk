@@ -8,12 +8,10 @@ validate_staging rather than after it (the images are most of the report's cost)
     vqa/episode_{N:06d}__{camera}.jpg       VQA overlays of 4 of those episodes, per camera
   ~1.5 CPU-s for 32 episodes, ~3 at 10,000 (capped; see episcribe.report.build).
 
-summarize_run: the run summary, from the validation report.
-  Input: results/{dataset}/validation/report.json. Also read (not declared): the
-  model-usage metrics the annotate jobs leave beside their logs
-  (logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl; a job whose episodes all came
-  from the cache writes none). Which episodes have images it computes as render_report
-  does (report_episodes), so it does not wait for them.
+summarize_run: the run summary, from the validation report and the model-usage metrics
+  of the current annotate jobs (results/{dataset}/jobs/annotate_{module}/{shard}.metrics.jsonl;
+  empty for a job whose episodes all came from the cache). Which episodes have images it
+  computes as render_report does (report_episodes), so it does not wait for them.
   Outputs: results/{dataset}/report/summary.html, usage.csv (Summary).
   ~0.5 CPU-s for 32 episodes, ~2 at 10,000 (the metrics of ~500,000 calls).
 """
@@ -28,14 +26,14 @@ rule render_report:
         annotate_outputs(),
     output:
         timelines=report(
-            directory(f"results/{DATASET}/report/timelines"),
+            directory(PATHS.timelines),
             patterns=["episode_{episode}.png"],
             caption="../report/timeline.rst",
             category="Timelines",
             labels={"episode": "{episode}"},
         ),
         overlays=report(
-            directory(f"results/{DATASET}/report/vqa"),
+            directory(PATHS.vqa_overlays),
             patterns=["episode_{episode}__{camera}.jpg"],
             caption="../report/vqa_overlays.rst",
             category="VQA overlays",
@@ -43,9 +41,9 @@ rule render_report:
             labels={"episode": "{episode}", "camera": "{camera}"},
         ),
     log:
-        PLAN.log("render_report"),
+        PATHS.log("render_report"),
     benchmark:
-        PLAN.benchmark("render_report")
+        PATHS.benchmark("render_report")
     conda:
         "../envs/report.yaml"
     # One core: rendering is GIL-bound, and validate_staging (then write_dataset and
@@ -65,32 +63,31 @@ rule render_report:
 rule summarize_run:
     input:
         # A plain path, as in final_outputs (common.smk). The episodes are the report's.
-        validation=f"results/{DATASET}/validation/report.json",
+        validation=PATHS.validation_json,
+        metrics=PLAN.all_job_files("metrics"),
     output:
         summary=report(
-            f"results/{DATASET}/report/summary.html",
+            PATHS.summary_html,
             caption="../report/summary.rst",
             category="Summary",
             labels={"file": "run summary"},
         ),
         usage=report(
-            f"results/{DATASET}/report/usage.csv",
+            PATHS.usage_csv,
             caption="../report/usage.rst",
             category="Summary",
             labels={"file": "model usage (CSV)"},
         ),
     log:
-        PLAN.log("summarize_run"),
+        PATHS.log("summarize_run"),
     benchmark:
-        PLAN.benchmark("summarize_run")
+        PATHS.benchmark("summarize_run")
     conda:
         "../envs/report.yaml"
     threads: 1
     params:
-        dataset_name=DATASET,
+        dataset_name=PLAN.name,
         modules=PLAN.modules,
         model=PLAN.model,
-        # The metrics files are found below logs_dir (annotate_{module}/{shard}.metrics.jsonl).
-        logs_dir=str(Path("logs") / DATASET),
     script:
         "../scripts/summarize_run.py"

@@ -1,6 +1,7 @@
 """validate_staging: check every staging file before anything is written.
 
-Inputs: the staging files of every enabled module and episode.
+Inputs: the staging files of every enabled module and episode, and every annotate job's
+summary (what it did with the model) and metrics.
 Outputs: results/{dataset}/validation/report.json and report.txt (always written; the
 write_dataset rule refuses to write when the report has errors, unless skip_validation).
 """
@@ -18,25 +19,22 @@ rule validate_staging:
         annotate_outputs(),
     output:
         json=report(
-            f"results/{DATASET}/validation/report.json",
+            PATHS.validation_json,
             caption="../report/validation.rst",
             category="Validation",
         ),
-        txt=f"results/{DATASET}/validation/report.txt",
+        txt=PATHS.validation_txt,
     log:
-        PLAN.log("validate_staging"),
+        PATHS.log("validate_staging"),
     benchmark:
-        PLAN.benchmark("validate_staging")
+        PATHS.benchmark("validate_staging")
     conda:
         "../envs/dataset.yaml"
     params:
         dataset_root=str(PLAN.dataset.root),
         episodes=PLAN.episodes,
         modules=PLAN.modules,
-        # Also read (not declared): what the annotate jobs did with the model, from the
-        # summaries beside their logs (annotate_{module}/{shard}.summary.json) and the
-        # cache's records of incomplete episodes.
-        logs_dir=str(Path("logs") / DATASET),
-        cache_dir=str(PLAN.cache_dir),
+        # Also read (not declared): the cache's records of incomplete episodes.
+        cache_dir=str(PATHS.cache),
     script:
         "../scripts/validate_staging.py"

@@ -11,11 +11,11 @@ rule write_dataset:
     input:
         report=rules.validate_staging.output.json,
     output:
-        manifest=f"results/{DATASET}/write/manifest.json",
+        manifest=PATHS.write_manifest,
     log:
-        PLAN.log("write_dataset"),
+        PATHS.log("write_dataset"),
     benchmark:
-        PLAN.benchmark("write_dataset")
+        PATHS.benchmark("write_dataset")
     # Before the report's summary when both are ready: the annotated dataset is what the
     # user waits for.
     priority: 1
@@ -23,7 +23,7 @@ rule write_dataset:
         "../envs/dataset.yaml"
     params:
         dataset_root=str(PLAN.dataset.root),
-        staging_dir=str(PLAN.staging_dir),
+        staging_dir=str(PATHS.staging),
         episodes=PLAN.episodes,
         modules=PLAN.modules,
         destination=PLAN.destination(),

@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
+from episcribe.modules.prompts import prompts_root
+from episcribe.modules.registry import server_settings
 from episcribe.pipeline.annotate import JobSpec, run_job
+from episcribe.pipeline.layout import SERVER_RUN_DIR
 from episcribe.pipeline.logs import script_main
 from episcribe.pipeline.staging import staging_dir_of
-from episcribe.pipeline.workflow import SERVER_RUN_DIR
-from episcribe.vlm.sizing import server_settings
 
 
 def main(smk):
@@ -20,7 +21,7 @@ def main(smk):
             cache_dir=Path(p.cache_dir),
             # The prompt files are the job's inputs; where the checkout lives is no param.
             # (A module that asks no model has none and reads none.)
-            prompts_dir=Path(smk.input.prompts[0]).parent if smk.input.prompts else Path(),
+            prompts_dir=prompts_root(smk.input.prompts[0]) if smk.input.prompts else Path(),
             settings=dict(p.settings),
             model=dict(p.model),
             seed=p.seed,
@@ -28,8 +29,8 @@ def main(smk):
             run_dir=SERVER_RUN_DIR,
             upstream_modules=list(p.upstream_modules),
             episode_concurrency=smk.config["workflow"]["episode_concurrency"],
-            metrics_path=Path(smk.log[0]).with_suffix(".metrics.jsonl"),
-            summary_path=Path(smk.log[0]).with_suffix(".summary.json"),
+            metrics_path=Path(smk.output.metrics),
+            summary_path=Path(smk.output.summary),
         )
     )
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from episcribe.pipeline.logs import script_main
 from episcribe.report.build import summarize_run
-from episcribe.report.usage import metrics_files
 
 
 def main(smk):
@@ -16,7 +15,7 @@ def main(smk):
         episodes=episodes,
         modules=list(p.modules),
         model=dict(p.model),
-        metrics_paths=metrics_files(p.logs_dir, p.modules, episodes),
+        metrics_paths=list(smk.input.metrics),
         validation_json=smk.input.validation,
         summary_path=smk.output.summary,
         usage_path=smk.output.usage,

@@ -2,7 +2,6 @@
 
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.pipeline.logs import script_main
-from episcribe.pipeline.outcomes import job_files
 from episcribe.pipeline.staging import staging_dir_of
 from episcribe.pipeline.validation import validate_staging
 
@@ -16,7 +15,7 @@ def main(smk):
         list(p.episodes),
         list(p.modules),
         cache_dir=p.cache_dir,
-        job_summaries=job_files(p.logs_dir, p.modules, p.episodes, ".summary.json"),
+        job_summaries=[path for path in smk.input if path.endswith(".summary.json")],
     )
     report.write(smk.output.json, smk.output.txt)
 

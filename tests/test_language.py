@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from episcribe.lerobot import language as L
+from episcribe.modules import registry
 
 
 def test_every_style_routes_to_exactly_one_column():
@@ -29,12 +30,12 @@ def test_unknown_style_is_rejected(style):
 
 def test_module_styles_are_known_styles():
     known = L.PERSISTENT_STYLES | L.EVENT_STYLES
-    for styles in L.MODULE_STYLES.values():
+    for styles in (spec.styles for spec in registry.SPECS):
         assert styles <= known | L.STAGING_STYLES
     # Staging-only styles are never a column's: the writer could not route them.
     assert not L.STAGING_STYLES & known
-    assert L.MODULE_STYLES["plan_update"] == {"plan"}
-    assert None in L.MODULE_STYLES["interjections"]
+    assert registry.MODULES["plan_update"].styles == {"plan"}
+    assert None in registry.MODULES["interjections"].styles
 
 
 def test_struct_field_order_and_nullability_follow_the_spec():

@@ -16,6 +16,7 @@ from test_fake_server import MODEL, read_log, run_fake
 
 from episcribe.config import resolve
 from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.modules import registry
 from episcribe.modules.base import (
     EpisodeContext,
     FrameSource,
@@ -87,7 +88,7 @@ def run_module(
                 upstream=upstream or {},
                 frames=FrameSource(dataset, episode, vlm),
             )
-            rows = await asyncio.wait_for(MODULES[module].run_episode()(ctx), 60)
+            rows = await asyncio.wait_for(registry.run_episode(module)(ctx), 60)
             return rows, ctx.skipped
 
     rows, skipped = asyncio.run(go())
@@ -311,7 +312,7 @@ def test_describe_answer_fits_its_budget_at_max_video_frames():
     # The longest answer the schema sent at max_video_frames allows: every entry at its
     # longest observation and a long timestamp. It must fit the describe budget.
     from episcribe.modules.plan.run import DESCRIBE_ENTRIES
-    from episcribe.vlm.sizing import DEFAULT_BUDGETS, text_tokens
+    from episcribe.vlm.sizing import text_tokens
 
     prompt = PromptSet(PROMPTS).get("describe")
     entries = min(DEFAULTS["plan"]["max_video_frames"], DESCRIBE_ENTRIES)
@@ -319,7 +320,7 @@ def test_describe_answer_fits_its_budget_at_max_video_frames():
     item = schema["properties"]["narration"]["items"]["properties"]
     longest = {"time": 1234.567, "observation": "w" * item["observation"]["maxLength"]}
     answer = {"narration": [longest] * schema["properties"]["narration"]["maxItems"]}
-    assert text_tokens(json.dumps(answer)) <= DEFAULT_BUDGETS["describe"]
+    assert text_tokens(json.dumps(answer)) <= DEFAULTS["vlm"]["max_completion_tokens"]["describe"]
 
 
 def test_segment_continues_the_describe_conversation_so_frames_are_cached(synth_small, tmp_path):

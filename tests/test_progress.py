@@ -20,7 +20,7 @@ from episcribe.pipeline.workflow import WorkflowPlan
 def test_tracker_counts_this_runs_calls_and_failures(synth_small, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plan = WorkflowPlan(resolve({"dataset": {"root": str(synth_small)}}), PROMPTS)
-    metrics = tmp_path / "logs" / plan.name / "annotate_vqa"
+    metrics = tmp_path / plan.paths.jobs("vqa")
     metrics.mkdir(parents=True)
     old = metrics / "episode_000000.metrics.jsonl"
     old.write_text(json.dumps({"outcome": "ok"}) + "\n")  # an earlier run's call
@@ -29,7 +29,7 @@ def test_tracker_counts_this_runs_calls_and_failures(synth_small, tmp_path, monk
     new.write_text("".join(json.dumps({"outcome": o}) + "\n" for o in ("ok", "error", "invalid")))
     with open(new, "a") as fh:
         fh.write('{"outcome": "o')  # a line being written is not counted yet
-    staged = plan.staging_dir / "episode_000001" / "vqa.jsonl"
+    staged = plan.paths.staging / "episode_000001" / "vqa.jsonl"
     staged.parent.mkdir(parents=True)
     staged.write_text("")
     vqa = {m.module: m for m in tracker.poll()}["vqa"]

@@ -106,15 +106,16 @@ def test_prompt_files_are_exactly_each_modules_templates_and_schemas():
             f"{k}{ext}" for k in kinds for ext in (".txt", ".schema.json")
         }
         assert all(f.is_file() for f in files)
-    on_disk = {p.name for p in PROMPTS.iterdir() if p.suffix in (".txt", ".json")}
+    on_disk = {p.name for p in PROMPTS.rglob("*") if p.suffix in (".txt", ".json")}
     assert on_disk == {f.name for m in MODULE_PROMPT_KINDS for f in prompt_files(PROMPTS, m)}
     with pytest.raises(ValueError, match="unknown module"):
         prompt_files(PROMPTS, "nope")
 
 
 def test_missing_placeholder_names_the_file_and_the_key(tmp_path):
-    (tmp_path / "memory.txt").write_text("# a note\nTask: {task}\nMemory: {previous}\n")
-    (tmp_path / "memory.schema.json").write_text(json.dumps({"type": "object"}))
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "memory.txt").write_text("# a note\nTask: {task}\nMemory: {previous}\n")
+    (tmp_path / "plan" / "memory.schema.json").write_text(json.dumps({"type": "object"}))
     prompt = PromptSet(tmp_path).get("memory")
     assert prompt.template == "Task: {task}\nMemory: {previous}\n"
     with pytest.raises(UserError, match=r"memory\.txt uses the placeholder \{previous\}"):
@@ -122,14 +123,16 @@ def test_missing_placeholder_names_the_file_and_the_key(tmp_path):
 
 
 def test_missing_or_broken_files_are_user_errors_naming_them(tmp_path):
-    with pytest.raises(UserError, match=r"vqa_bbox\.txt is missing"):
+    with pytest.raises(UserError, match=r"vqa/vqa_bbox\.txt is missing"):
         PromptSet(tmp_path).get("vqa_bbox")
-    (tmp_path / "memory.txt").write_text('Answer as {"memory": ...}')
-    (tmp_path / "memory.schema.json").write_text("{}")
+    plan = tmp_path / "plan"
+    plan.mkdir()
+    (plan / "memory.txt").write_text('Answer as {"memory": ...}')
+    (plan / "memory.schema.json").write_text("{}")
     with pytest.raises(UserError, match=r"memory\.txt.*\{\{"):
         PromptSet(tmp_path).get("memory")
-    (tmp_path / "memory.txt").write_text("ok {task}")
-    (tmp_path / "memory.schema.json").write_text("{not json")
+    (plan / "memory.txt").write_text("ok {task}")
+    (plan / "memory.schema.json").write_text("{not json")
     with pytest.raises(UserError, match=r"memory\.schema\.json is not valid JSON"):
         PromptSet(tmp_path).get("memory")
 

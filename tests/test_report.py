@@ -47,7 +47,7 @@ from episcribe.report.timeline import (
     strip_slices,
     strip_times,
 )
-from episcribe.report.usage import USAGE_COLUMNS, metrics_files, read_metrics, usage, usage_csv
+from episcribe.report.usage import USAGE_COLUMNS, read_metrics, usage, usage_csv
 from episcribe.report.video import Clip, panel_frames, strip_frames
 
 MODULES = ["plan", "interjections", "plan_update", "vqa"]
@@ -313,25 +313,13 @@ def test_usage_reads_clean_files_fast_and_skips_bad_lines(tmp_path):
     (tmp_path / "annotate_vqa" / "episode_000000.metrics.jsonl").write_text(
         json.dumps({"kind": "vqa_bbox", "latency_s": 2, "outcome": "invalid"}) + "\n"
     )
-    paths = metrics_files(tmp_path, ["plan", "vqa"], [0, 1, 2])
+    paths = sorted(tmp_path.glob("annotate_*/*.metrics.jsonl"))
     rows = usage(read_metrics(paths), ["plan", "vqa"])
     plan, segment, vqa, bbox, total = rows
     assert plan["calls"] == segment["calls"] == 7  # 6 + the one good line of the bad file
     assert plan["prompt_tokens"] == 70 and plan["retries"] == 3 and plan["failed"] == 0
     assert vqa["calls"] == 1 and vqa["invalid"] == 1 and vqa["latency_max_s"] == 2.0
     assert total["calls"] == 8
-
-
-def test_metrics_files_of_this_run_only(tmp_path):
-    for name in ("episode_000001", "episode_000007", "episodes_000002-000003", "junk"):
-        path = tmp_path / "annotate_vqa" / f"{name}.metrics.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("")
-    found = metrics_files(tmp_path, ["plan", "vqa"], [1, 2, 3])
-    assert [p.name for p in found] == [
-        "episode_000001.metrics.jsonl",
-        "episodes_000002-000003.metrics.jsonl",
-    ]
 
 
 def test_summary_html_shows_validation_styles_and_usage():

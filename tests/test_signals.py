@@ -17,10 +17,10 @@ from synth_robot import STATE_NAMES, signal_script
 from episcribe.config import resolve
 from episcribe.errors import ConfigError
 from episcribe.lerobot.dataset import LeRobotDataset
+from episcribe.modules import registry
 from episcribe.modules.base import EpisodeContext, FrameSource
 from episcribe.modules.plan.grounding import TimedKeystate, facts, snap_boundaries
 from episcribe.modules.prompts import PromptSet
-from episcribe.modules.registry import MODULES
 from episcribe.modules.signals import analysis as signals
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -144,7 +144,7 @@ def _run_signals(dataset: LeRobotDataset, index: int, **settings) -> list[dict]:
         upstream={},
         frames=FrameSource(dataset, episode, vlm),
     )
-    return asyncio.run(MODULES["signals"].run_episode()(ctx))
+    return asyncio.run(registry.run_episode("signals")(ctx))
 
 
 def test_names_that_identify_nothing_give_a_note_and_no_rows(make_synth, caplog):

@@ -387,7 +387,7 @@ def _flag(cmd: list[str], name: str) -> str:
 
 
 def test_auto_vllm_command_is_sized_to_the_largest_request_of_the_config(tmp_path):
-    from episcribe.vlm.sizing import server_settings
+    from episcribe.modules.registry import server_settings
 
     config = resolve({"vlm": {"model_id": "Qwen/Qwen3.6-27B"}})
     vlm = server_settings(config)
@@ -419,7 +419,7 @@ def test_auto_vllm_command_is_sized_to_the_largest_request_of_the_config(tmp_pat
     ],
 )
 def test_image_limit_is_the_most_images_one_request_of_the_config_carries(sections, images):
-    from episcribe.vlm.sizing import server_settings
+    from episcribe.modules.registry import server_settings
 
     assert server_settings(resolve(sections))["max_images"] == images
 

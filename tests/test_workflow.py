@@ -91,7 +91,7 @@ def test_second_run_executes_nothing_and_starts_no_server(baseline, tmp_path):
 
 def test_vqa_prompt_edit_reruns_only_vqa_then_validate_and_write(baseline, tmp_path):
     ws = copy_of(baseline, tmp_path)
-    prompt = ws.root / "prompts" / "vqa_count.txt"
+    prompt = ws.root / "prompts" / "vqa" / "vqa_count.txt"
     prompt.write_text(prompt.read_text() + "\nCount carefully.\n")
     run = ws.run()
     assert run.modules_run() == {"annotate_vqa"} | DOWNSTREAM
@@ -213,7 +213,7 @@ def test_sigkill_of_snakemake_still_stops_the_server(dataset, tmp_path):
 
 def test_a_failing_job_names_the_problem_and_stops_the_server(dataset, tmp_path):
     ws = Workspace(tmp_path, dataset, dataset__only_episodes=[0])
-    prompt = ws.root / "prompts" / "vqa_bbox.txt"
+    prompt = ws.root / "prompts" / "vqa" / "vqa_bbox.txt"
     prompt.write_text(prompt.read_text() + "\n{no_such_placeholder}\n")
     run = ws.run(check=False)
     assert run.returncode != 0

@@ -87,7 +87,7 @@ def test_a_failed_rerun_costs_no_cached_answer(dataset, tmp_path):
     ws = Workspace(tmp_path, dataset)
     ws.run()
     baseline = ws.staging("synth")
-    prompt = ws.root / "prompts" / "vqa_bbox.txt"
+    prompt = ws.root / "prompts" / "vqa" / "vqa_bbox.txt"
     text = prompt.read_text()
     prompt.write_text(text + "\n{no_such_placeholder}\n")
     assert ws.run(check=False).returncode != 0  # Snakemake removed the vqa staging files

@@ -44,7 +44,7 @@ def plan(synth_small, tmp_path, monkeypatch):
 
 
 def test_plan_paths_match_pathlib(plan):
-    staging = plan.staging_dir
+    staging = plan.paths.staging
     assert len(plan.shards) > 1
     for shard in plan.shards:
         for module in plan.modules:
@@ -67,6 +67,6 @@ def test_missing_staging_lists_exactly_the_absent_files(plan):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "w").close()
     assert plan.missing_staging() == []
-    gone = str(staging_file(plan.staging_dir, plan.episodes[2], "vqa"))
+    gone = str(staging_file(plan.paths.staging, plan.episodes[2], "vqa"))
     os.remove(gone)
     assert plan.missing_staging() == [gone]

@@ -18,25 +18,22 @@ import copy
 import os
 import textwrap
 from collections.abc import Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from episcribe import WORKFLOW_DIR
 from episcribe.errors import ConfigError
 
-SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 KEY_SEPARATORS = ("__", ".")
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
-@cache
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+def load_schema() -> dict:
+    """schemas/config.schema.yaml with each module folder's part merged in."""
+    from episcribe.modules import registry  # module declarations only: pure data
+
+    return registry.config_schema()
 
 
 def resolve(raw: Mapping[str, Any], schema: dict | None = None) -> dict:

@@ -162,7 +162,7 @@ def _option(args: list[str], name: str, default: float) -> tuple[float, list[str
 def _stop_server(args: list[str]) -> int:
     if args:
         raise UserError(f"stop-server takes no arguments (got {' '.join(args)})")
-    from episcribe.pipeline.workflow import SERVER_RUN_DIR
+    from episcribe.pipeline.layout import SERVER_RUN_DIR
     from episcribe.vlm import server
 
     stopped = server.stop(SERVER_RUN_DIR)

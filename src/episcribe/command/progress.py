@@ -47,10 +47,12 @@ class ModuleProgress:
 class Tracker:
     """Counts what the jobs wrote since the run started."""
 
-    def __init__(self, plan: WorkflowPlan, logs: Path = Path("logs")):
+    def __init__(self, plan: WorkflowPlan):
         self.started = time.monotonic()
-        self._staging = {m: staging_paths(plan.staging_dir, plan.episodes, m) for m in plan.modules}
-        self._metrics = {m: logs / plan.name / f"annotate_{m}" for m in plan.modules}
+        self._staging = {
+            m: staging_paths(plan.paths.staging, plan.episodes, m) for m in plan.modules
+        }
+        self._metrics = {m: plan.paths.jobs(m) for m in plan.modules}
         self._offsets: dict[Path, int] = {}
         self.modules = [ModuleProgress(m, len(self._staging[m])) for m in plan.modules]
         self.poll()

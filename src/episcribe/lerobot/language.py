@@ -22,8 +22,6 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from episcribe.modules import registry
-
 PERSISTENT = "language_persistent"
 EVENTS = "language_events"
 LANGUAGE_COLUMNS = (PERSISTENT, EVENTS)
@@ -42,11 +40,6 @@ CAMERA_STYLES = frozenset({"vqa", "trace"})
 # leaves them out): a keystate of the robot's signals; a subtask boundary the plan module
 # moved onto one. Their content is a JSON object (see ``signals`` and ``modules.plan``).
 STAGING_STYLES = frozenset({"keystate", "snap"})
-
-# Which styles each module may emit (anything else from that module is an error).
-MODULE_STYLES: dict[str, frozenset[str | None]] = {
-    spec.name: spec.styles for spec in registry.SPECS
-}
 
 # The ``info.json`` feature entry of both language columns.
 LANGUAGE_FEATURE: dict[str, Any] = {"dtype": "language", "shape": [1], "names": None}

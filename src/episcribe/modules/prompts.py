@@ -1,4 +1,4 @@
-"""Prompt templates and answer schemas: ``prompts/<kind>.txt`` + ``prompts/<kind>.schema.json``.
+"""Prompt templates and answer schemas: ``prompts/<module>/<kind>.txt`` + ``<kind>.schema.json``.
 
 One plain-text template per VLM call kind, with ``str.format`` placeholders (``{task}``);
 literal braces are doubled (``{{``). Jinja is avoided on purpose: editors and diffs show
@@ -38,15 +38,11 @@ from episcribe.modules import registry
 
 SPLIT_LINE = "---"
 
-# The call kinds each module makes.
+# The call kinds each module makes, and the module (prompts/<module>/) of each kind.
 MODULE_PROMPT_KINDS: dict[str, tuple[str, ...]] = {
     spec.name: spec.prompt_kinds for spec in registry.SPECS
 }
-
-
-def asks_model(module: str) -> bool:
-    """Whether the module calls the model at all (``signals`` does not)."""
-    return bool(MODULE_PROMPT_KINDS[module])
+KIND_MODULE = {kind: module for module, kinds in MODULE_PROMPT_KINDS.items() for kind in kinds}
 
 
 @dataclass(frozen=True)
@@ -141,7 +137,8 @@ def strip_notes(text: str) -> str:
 
 
 class PromptSet:
-    """The prompts of one directory, loaded lazily and cached."""
+    """The prompts of one prompts directory (``<dir>/<module>/<kind>.txt``; a kind no module
+    declares: ``<dir>/<kind>.txt``), loaded lazily and cached."""
 
     def __init__(self, prompts_dir: str | Path):
         self.dir = Path(prompts_dir)
@@ -154,12 +151,13 @@ class PromptSet:
         return prompt
 
     def _load(self, kind: str) -> Prompt:
-        txt, schema_path = template_path(self.dir, kind), schema_path_for(self.dir, kind)
+        folder = self.dir / KIND_MODULE[kind] if kind in KIND_MODULE else self.dir
+        txt, schema_path = template_path(folder, kind), schema_path_for(folder, kind)
         for path in (txt, schema_path):
             if not path.is_file():
                 raise UserError(
                     f"prompt file {path} is missing: every call kind needs {kind}.txt and "
-                    f"{kind}.schema.json in {self.dir} (restore it from the repository's prompts/)"
+                    f"{kind}.schema.json in {folder} (restore it from the repository's prompts/)"
                 )
         template = strip_notes(txt.read_text(encoding="utf-8"))
         if not template.strip():
@@ -188,13 +186,20 @@ def schema_path_for(prompts_dir: str | Path, kind: str) -> Path:
     return Path(prompts_dir) / f"{kind}.schema.json"
 
 
+def prompts_root(prompt_file: str | Path) -> Path:
+    """The prompts directory a module's prompt file lies in (``<dir>/<module>/<kind>.txt``)."""
+    return Path(prompt_file).parents[1]
+
+
 def prompt_files(prompts_dir: str | Path, module: str) -> list[Path]:
-    """Every template and schema file ``module`` reads: its Snakemake rule's prompt inputs."""
+    """Every template and schema file ``module`` reads (in ``prompts_dir/<module>/``): its
+    Snakemake rule's prompt inputs."""
     if module not in MODULE_PROMPT_KINDS:
         raise ValueError(
             f"unknown module {module!r}; expected one of {', '.join(MODULE_PROMPT_KINDS)}"
         )
     files: list[Path] = []
     for kind in MODULE_PROMPT_KINDS[module]:
-        files += [template_path(prompts_dir, kind), schema_path_for(prompts_dir, kind)]
+        folder = Path(prompts_dir) / module
+        files += [template_path(folder, kind), schema_path_for(folder, kind)]
     return files

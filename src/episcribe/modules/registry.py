@@ -1,101 +1,162 @@
-"""Every annotation module, declared once; the rest of the package derives from this.
+"""Every annotation module, read from its folder; the rest of the package derives from this.
 
-A module is a name, the styles its rows may have, the modules whose staging rows it reads,
-the prompt kinds it calls the model with (``prompts/<kind>.txt`` + ``.schema.json``: the
-inputs of its jobs), the config section that switches it on and holds its settings, and
-the code that annotates one episode (imported only when a job runs it: parsing the
-Snakefile must not pay for frame decoding or the model client).
+A module is a folder under ``episcribe/modules/`` (or one named in the ``EPISCRIBE_MODULES``
+environment variable, ``os.pathsep``-separated, for modules kept outside the package)
+holding an ``__init__.py`` with its :class:`~episcribe.modules.spec.ModuleSpec`, a
+``config.schema.yaml`` with its settings and budgets, and its code. Its prompts live in the
+workflow's ``prompts/<name>/``. From the specs come the config schema
+(:func:`config_schema`), the styles each module may write, the prompt files of its jobs,
+the run's request sizes for the model server (:func:`server_settings`), the merge rule
+(``supersedes``), seeds and job priorities.
 
-Pure data and the standard library only: ``staging``, ``language``, ``prompts`` and the
-workflow plan all import it.
+Modules are listed in pipeline order: upstream modules before the modules that read them,
+otherwise by name.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from episcribe import WORKFLOW_DIR
+from episcribe.modules.spec import ModuleSpec
+from episcribe.vlm.sizing import token_budgets
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+EXTRA_MODULES_ENV = "EPISCRIBE_MODULES"
+BASE_SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 
 
-@dataclass(frozen=True)
-class ModuleSpec:
-    name: str
-    styles: frozenset[str | None]  # what its rows may be (None: a tool-call-only speech atom)
-    runner: str  # "package.module:function", an async run_episode(ctx) -> rows
-    prompt_kinds: tuple[str, ...]
-    section: str  # config section: its `enabled` switch and (with settings) its knobs
-    upstream: tuple[str, ...] = ()  # modules whose staging rows it reads
-    settings: bool = True  # its section's settings shape its answers (params of its jobs)
-    seeded: bool = False  # draws from the RNG seeded by (seed, episode, module)
-    priority: int = 0  # higher runs first among ready jobs
-    # (module, style): its rows of that style replace that module's at the same timestamp
-    supersedes: tuple[str, str] | None = None
-
-    def run_episode(self) -> Callable:
-        path, _, name = self.runner.partition(":")
-        return getattr(importlib.import_module(path), name)
+def _builtin() -> list[ModuleSpec]:
+    specs = []
+    for folder in sorted(BUILTIN_DIR.iterdir()):
+        if (folder / "__init__.py").is_file() and (folder / "config.schema.yaml").is_file():
+            package = f"{__package__}.{folder.name}"
+            specs.append(_read(importlib.import_module(package), package, folder))
+    return specs
 
 
-# In pipeline order. The signals module (the robot's own state, no model) goes first: the
-# plan module places its boundaries on its keystates. Priorities: then the latency-bound
-# chain plan -> interjections -> plan_update (deeper stages before new plan shards, so
-# each shard's chain completes early); the throughput-bound vqa jobs fill the slots left.
-SPECS = (
-    ModuleSpec(
-        name="signals",
-        # keystate rows stay in staging (language.STAGING_STYLES): the plan reads them
-        styles=frozenset({"motion", "keystate"}),
-        runner="episcribe.modules.signals.run:run_episode",
-        prompt_kinds=(),
-        section="signals",
-        priority=40,  # no model calls, and the plan waits for it
-    ),
-    ModuleSpec(
-        name="plan",
-        # snap rows (staging only) record boundaries moved onto keystates
-        styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap"}),
-        runner="episcribe.modules.plan.run:run_episode",
-        prompt_kinds=("describe", "segment", "task_rephrasings", "derive_task", "memory"),
-        section="plan",
-        upstream=("signals",),
-        priority=10,
-    ),
-    ModuleSpec(
-        name="interjections",
-        styles=frozenset({"interjection", None}),
-        runner="episcribe.modules.interjections.run:run_episode",
-        prompt_kinds=("initial_speech", "interjection"),
-        section="interjections",
-        upstream=("plan",),
-        seeded=True,
-        priority=20,
-    ),
-    ModuleSpec(
-        name="plan_update",
-        styles=frozenset({"plan"}),
-        runner="episcribe.modules.plan_update.run:run_episode",
-        prompt_kinds=("plan_refresh",),
-        # Runs with interjections and reads no knob of its own: its inputs are the plan
-        # and interjection rows, so it re-runs whenever they change.
-        section="interjections",
-        upstream=("plan", "interjections"),
-        settings=False,
-        priority=30,
-        supersedes=("plan", "plan"),
-    ),
-    ModuleSpec(
-        name="vqa",
-        styles=frozenset({"vqa"}),
-        runner="episcribe.modules.vqa.run:run_episode",
-        prompt_kinds=("vqa_bbox", "vqa_keypoint", "vqa_count", "vqa_attribute", "vqa_spatial"),
-        section="vqa",
-        seeded=True,
-    ),
-)
+def _extra() -> list[ModuleSpec]:
+    specs = []
+    for entry in filter(None, os.environ.get(EXTRA_MODULES_ENV, "").split(os.pathsep)):
+        folder = Path(entry).resolve()
+        package = f"episcribe_module_{folder.name}"
+        if package not in sys.modules:
+            found = importlib.util.spec_from_file_location(
+                package, folder / "__init__.py", submodule_search_locations=[str(folder)]
+            )
+            if found is None or not (folder / "__init__.py").is_file():
+                raise ImportError(f"{EXTRA_MODULES_ENV}: {folder} has no __init__.py")
+            module = importlib.util.module_from_spec(found)
+            sys.modules[package] = module
+            found.loader.exec_module(module)
+        specs.append(_read(sys.modules[package], package, folder))
+    return specs
+
+
+def _read(module, package: str, folder: Path) -> ModuleSpec:
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, ModuleSpec):
+        raise ImportError(f"module folder {folder} declares no SPEC = ModuleSpec(...)")
+    return replace(spec, package=package, folder=folder)
+
+
+def _pipeline_order(specs: list[ModuleSpec]) -> tuple[ModuleSpec, ...]:
+    by_name = {spec.name: spec for spec in specs}
+    if len(by_name) != len(specs):
+        raise ImportError("two module folders declare the same module name")
+    ordered: list[ModuleSpec] = []
+    done: set[str] = set()
+    while len(ordered) < len(specs):
+        ready = sorted(
+            name
+            for name, spec in by_name.items()
+            if name not in done and all(up in done or up not in by_name for up in spec.upstream)
+        )
+        if not ready:
+            raise ImportError("the modules' upstream declarations form a cycle")
+        ordered.append(by_name[ready[0]])
+        done.add(ready[0])
+    return tuple(ordered)
+
+
+SPECS: tuple[ModuleSpec, ...] = _pipeline_order(_builtin() + _extra())
 MODULES: dict[str, ModuleSpec] = {spec.name: spec for spec in SPECS}
 NAMES = tuple(MODULES)
 
 
-def enabled(config: dict) -> list[str]:
+def enabled(config: Mapping) -> list[str]:
     """The modules a config runs, in pipeline order."""
     return [spec.name for spec in SPECS if config[spec.section]["enabled"]]
+
+
+def run_episode(module: str) -> Callable:
+    """The module's ``async run_episode(ctx) -> rows`` (imports its code)."""
+    spec = MODULES[module]
+    path, _, name = spec.runner.partition(":")
+    return getattr(importlib.import_module(f"{spec.package}.{path}"), name)
+
+
+def asks_model(module: str) -> bool:
+    """Whether the module calls the model at all (``signals`` does not)."""
+    return bool(MODULES[module].prompt_kinds)
+
+
+@cache
+def config_schema() -> dict:
+    """schemas/config.schema.yaml with every module folder's config.schema.yaml merged in."""
+    schema = _load_yaml(BASE_SCHEMA)
+    for spec in SPECS:
+        if spec.schema_path.is_file():
+            _merge(schema, _load_yaml(spec.schema_path), str(spec.schema_path))
+    return schema
+
+
+def _load_yaml(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _merge(into: dict, part: dict, where: str) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, where)
+        elif key in into and into[key] != value:
+            raise ImportError(f"{where}: {key!r} is already declared differently")
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def max_images(config: Mapping) -> int:
+    """The most images one request of this config carries (``--limit-mm-per-prompt``)."""
+    return max(
+        [0] + [MODULES[m].images_per_request(config[MODULES[m].section]) for m in enabled(config)]
+    )
+
+
+def max_videos(config: Mapping) -> int:
+    return max(
+        [0] + [MODULES[m].videos_per_request(config[MODULES[m].section]) for m in enabled(config)]
+    )
+
+
+def server_settings(config: Mapping) -> dict:
+    """The vlm section plus what sizing the server needs from the modules' settings."""
+    return {**config["vlm"], "max_images": max_images(config), "max_videos": max_videos(config)}
+
+
+def call_budgets(module: str, vlm: Mapping) -> dict[str, int]:
+    """Completion budget per call kind of the module, from vlm.max_completion_tokens (plus
+    room to think when thinking is on)."""
+    spec = MODULES[module]
+    budgets = token_budgets(vlm)
+    return {kind: budgets[spec.budget_key(kind)] for kind in spec.prompt_kinds}

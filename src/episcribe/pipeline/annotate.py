@@ -17,16 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from episcribe.atomic import write_text
 from episcribe.config import api_key
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules import registry
 from episcribe.modules.base import EpisodeContext, FrameSource
-from episcribe.modules.prompts import PromptSet, asks_model, prompt_files
+from episcribe.modules.prompts import PromptSet, prompt_files
 from episcribe.pipeline.cache import EpisodeCache, digest, record_delivery
 from episcribe.pipeline.outcomes import JobSummary, check_failures
 from episcribe.pipeline.staging import read_rows, staging_file
 from episcribe.vlm import server
-from episcribe.vlm.sizing import token_budgets
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run_job(spec: JobSpec) -> JobSummary:
         summary.rows += len(rows)
         log.info("episode %06d: %d rows restored from cache", index, len(rows))
 
-    if pending and not asks_model(spec.module):
+    if pending and not registry.asks_model(spec.module):
         asyncio.run(_run_episodes(spec, dataset, prompts, cache, pending, summary, None))
     elif pending:
         asyncio.run(_annotate(spec, dataset, prompts, cache, pending, summary))
@@ -102,6 +102,8 @@ def run_job(spec: JobSpec) -> JobSummary:
     )
     if spec.summary_path is not None:
         summary.save(spec.summary_path)
+    if spec.metrics_path is not None and not spec.metrics_path.exists():
+        write_text(spec.metrics_path, "")  # a declared output: no call made, no line
     check_failures(summary, spec.vlm["max_failed_call_share"])
     return summary
 
@@ -146,7 +148,8 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         spec.vlm["model_id"],
         api_key(spec.vlm),
         concurrency=spec.vlm["client_concurrency"],
-        max_completion_tokens=token_budgets(spec.vlm),
+        max_completion_tokens=registry.call_budgets(spec.module, spec.vlm),
+        budget_keys=registry.MODULES[spec.module].budget_keys,
         enable_thinking=spec.vlm["enable_thinking"],
         temperature=spec.vlm["temperature"],
         timeout_s=spec.vlm["request_timeout_s"],
@@ -161,7 +164,7 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
     """Run the module on each pending episode, caching and staging each as it finishes
     (``client`` is None for a module that asks no model)."""
     limit = asyncio.Semaphore(spec.episode_concurrency)
-    run_episode = registry.MODULES[spec.module].run_episode()
+    run_episode = registry.run_episode(spec.module)
 
     async def one(index: int, key: str, upstream: dict) -> None:
         async with limit:

@@ -1,7 +1,7 @@
 """What the annotate jobs did with the model, so that no loss goes unreported.
 
-Each annotate job saves a :class:`JobSummary` beside its log
-(``logs/{dataset}/annotate_{module}/{shard}.summary.json``): episodes from the cache,
+Each annotate job saves a :class:`JobSummary` as a declared output
+(``results/{dataset}/jobs/annotate_{module}/{shard}.summary.json``): episodes from the cache,
 episodes annotated, model calls, failed calls, skipped answers, and the episodes left
 incomplete (staged with failed calls, not cached; ``cache.record_delivery``). A job that
 is not re-run keeps the summary of the run that made its staging files, so the totals
@@ -71,29 +71,6 @@ def module_totals(summary_paths: Iterable[str | os.PathLike]) -> dict[str, dict]
             entry[key] += getattr(job, key)
         entry["incomplete"] = sorted(entry["incomplete"] + job.incomplete)
     return dict(sorted(totals.items()))
-
-
-def job_files(
-    logs_dir: str | os.PathLike, modules: Iterable[str], episodes: Iterable[int], suffix: str
-) -> list[Path]:
-    """The files an annotate job leaves beside its log, for these modules and episodes.
-
-    ``{logs_dir}/annotate_{module}/{shard}{suffix}`` where shard is ``episode_000012`` or
-    ``episodes_000000-000019``; files of shards whose first or last episode is not in
-    ``episodes`` (left from an earlier run over others) are skipped.
-    """
-    wanted = set(int(e) for e in episodes)
-    found = []
-    for module in modules:
-        for path in sorted(Path(logs_dir, f"annotate_{module}").glob(f"*{suffix}")):
-            bounds = path.name.removesuffix(suffix).split("_", 1)[-1].split("-")
-            try:
-                first, last = int(bounds[0]), int(bounds[-1])
-            except ValueError:
-                continue
-            if first in wanted and last in wanted:
-                found.append(path)
-    return found
 
 
 def end_of_run_lines(report: dict) -> list[str]:

@@ -50,7 +50,6 @@ from episcribe.errors import UserError
 from episcribe.lerobot.language import (
     CAMERA_STYLES,
     EVENT_STYLES,
-    MODULE_STYLES,
     PERSISTENT_STYLES,
     STAGING_STYLES,
     column_for_style,
@@ -59,6 +58,7 @@ from episcribe.lerobot.language import (
     is_speech_atom,
 )
 from episcribe.lerobot.resolvers import resolver_conflicts
+from episcribe.modules import registry
 from episcribe.modules.vqa.answers import answer_points, vqa_answer_problem
 from episcribe.pipeline.cache import incomplete_episodes
 from episcribe.pipeline.outcomes import module_totals
@@ -142,7 +142,7 @@ def validate_episode(
     # Rows that passed the structural checks: (module, row with float32 time, staged row).
     good: list = []
     for module, rows in rows_by_module.items():
-        allowed = MODULE_STYLES.get(module)
+        allowed = registry.MODULES[module].styles if module in registry.MODULES else None
         if allowed is None:
             add(ERROR, module, None, f"unknown module {module!r}")
             continue

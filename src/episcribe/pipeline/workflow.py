@@ -1,15 +1,8 @@
 """What the Snakefile needs to know, computed in plain (testable) Python.
 
 ``WorkflowPlan`` turns the validated config and the dataset's metadata into the
-shards, paths and rule parameters that ``rules/*.smk`` declare. The path grammar
-lives here and in ``staging.staging_file`` (``staging_paths``) only:
-
-    results/{dataset}/staging/episode_{N:06d}/{module}.jsonl    one module, one episode
-    results/{dataset}/cache/{module}/..                        content-addressed rows
-    results/{dataset}/validation/report.{json,txt}             the validation report
-    results/{dataset}/write/manifest.json                      the write receipt
-    logs/{dataset}/{rule}/{shard}.log (+ .metrics.jsonl)       one log per job
-    benchmarks/{dataset}/{rule}/{shard}.tsv                    one timing per job
+shards, rule inputs and parameters that ``rules/*.smk`` declare; where each file lives is
+:class:`~episcribe.pipeline.layout.Layout`'s (``plan.paths``).
 """
 
 from __future__ import annotations
@@ -23,8 +16,9 @@ from episcribe.errors import ConfigError
 from episcribe.lerobot import hub
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules import registry
-from episcribe.modules.prompts import asks_model, prompt_files
+from episcribe.modules.prompts import prompt_files
 from episcribe.pipeline.cache import digest, incomplete_runs
+from episcribe.pipeline.layout import Layout
 from episcribe.pipeline.staging import staging_paths
 from episcribe.vlm.identity import model_identity
 
@@ -37,7 +31,6 @@ MAX_JOBS = 1000
 # memory (bench/README.md). A cached episode costs a job almost nothing, so rebuilding
 # one episode stays cheap in a big shard.
 AUTO_EPISODES_PER_JOB = 32
-SERVER_RUN_DIR = Path(".episcribe") / "server"
 
 
 @dataclass(frozen=True)
@@ -128,6 +121,7 @@ class WorkflowPlan:
         self.prompts_dir = prompts_dir
         self.dataset = LeRobotDataset.open(dataset_root(config))
         self.name = dataset_name(config)
+        self.paths = Layout(self.name)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
         self.modules = registry.enabled(config)
         if not self.modules:
@@ -151,20 +145,8 @@ class WorkflowPlan:
     # At 10,000 episodes the rule files ask for these 100,000+ times while snakemake
     # parses the Snakefile (and again in every cluster job), so they are plain strings,
     # formatted once and kept.
-    @property
-    def results(self) -> Path:
-        return Path("results") / self.name
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.results / "staging"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.results / "cache"
-
     def staging_outputs(self, module: str, shard: Shard) -> list[str]:
-        return staging_paths(self.staging_dir, shard.episodes, module)
+        return staging_paths(self.paths.staging, shard.episodes, module)
 
     def all_staging(self) -> list[str]:
         return [path for module in self.modules for path in self._all_staging(module)]
@@ -178,15 +160,20 @@ class WorkflowPlan:
         cached = self._staging_cache.get(module)
         if cached is None:
             cached = self._staging_cache[module] = staging_paths(
-                self.staging_dir, self.episodes, module
+                self.paths.staging, self.episodes, module
             )
         return cached
 
-    def log(self, rule: str, shard: Shard | None = None, suffix: str = ".log") -> str:
-        return str(Path("logs") / self.name / rule / f"{shard.label if shard else rule}{suffix}")
+    def job_files(self, module: str, shard: Shard) -> dict[str, str]:
+        """An annotate job's declared summary and metrics files."""
+        return {
+            "summary": self.paths.job_summary(module, shard.label),
+            "metrics": self.paths.job_metrics(module, shard.label),
+        }
 
-    def benchmark(self, rule: str, shard: Shard | None = None) -> str:
-        return str(Path("benchmarks") / self.name / rule / f"{shard.label if shard else rule}.tsv")
+    def all_job_files(self, kind: str) -> list[str]:
+        """Every current shard's job ``summary`` or ``metrics`` file, module by module."""
+        return [self.job_files(m, shard)[kind] for m in self.modules for shard in self.shards]
 
     def destination(self) -> str | None:
         """None means in place."""
@@ -195,7 +182,7 @@ class WorkflowPlan:
             return None
         # Kept as given (relative to the working directory by default): an absolute path
         # would change with the checkout's location and re-run the write for nothing.
-        return str(Path(output["root"] or self.results / "annotated"))
+        return str(Path(output["root"] or self.paths.annotated))
 
     def provenance(self) -> dict:
         """What produces the annotations, recorded in the written dataset."""
@@ -258,7 +245,7 @@ class WorkflowPlan:
         were ever staged with failed model calls (read, never written, at parse time)."""
         runs = self._incomplete.get(module)
         if runs is None:
-            runs = self._incomplete[module] = incomplete_runs(self.cache_dir, module)
+            runs = self._incomplete[module] = incomplete_runs(self.paths.cache, module)
         return {str(e): runs[e] for e in shard.episodes if e in runs}
 
     def module_settings(self, module: str) -> dict:
@@ -272,7 +259,7 @@ class WorkflowPlan:
             "episodes": list(shard.episodes),
             "settings": self.module_settings(module),
             # A module that asks no model is not re-run when the model changes.
-            "model": self.model if asks_model(module) else {},
+            "model": self.model if registry.asks_model(module) else {},
             # Only the jobs of modules that draw from the seeded RNG re-run when it changes.
             "seed": self.config["seed"] if registry.MODULES[module].seeded else None,
         }

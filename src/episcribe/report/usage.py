@@ -1,7 +1,7 @@
 """Model usage: the annotate jobs' call records, per module and call kind.
 
-Each annotate job leaves ``logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl`` beside
-its log, one JSON record per model call. At 10,000 twenty-second episodes that is ~500,000
+Each annotate job writes ``results/{dataset}/jobs/annotate_{module}/{shard}.metrics.jsonl``,
+one JSON record per model call. At 10,000 twenty-second episodes that is ~500,000
 records in ~8,000 files (~100 MB), so they are parsed by Arrow's JSON reader (only the
 fields used) into columns and aggregated with numpy: ~1 s instead of ~5 s with a
 ``json.loads`` and a dict per record. A file Arrow cannot read (a torn last line, a
@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
-
-from episcribe.pipeline.outcomes import job_files
 
 USAGE_COLUMNS = (
     "module",
@@ -159,8 +157,8 @@ def _read(blobs: list[bytes], module: str) -> Calls:
 def read_metrics(paths: Iterable[str | os.PathLike]) -> Calls:
     """Every call record of these metrics files, with ``module`` taken from the rule dir.
 
-    ``logs/{dataset}/annotate_{module}/{shard}.metrics.jsonl``; missing files (jobs that
-    made no call: everything came from the cache) and unreadable lines are skipped.
+    ``results/{dataset}/jobs/annotate_{module}/{shard}.metrics.jsonl``; missing files and
+    unreadable lines are skipped.
     """
     by_module: dict[str, list[bytes]] = {}
     for path in paths:
@@ -169,13 +167,6 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> Calls:
             module = path.parent.name.removeprefix("annotate_")
             by_module.setdefault(module, []).append(path.read_bytes())
     return Calls.concat([_read(blobs, module) for module, blobs in by_module.items()])
-
-
-def metrics_files(
-    logs_dir: str | os.PathLike, modules: Iterable[str], episodes: Iterable[int]
-) -> list[Path]:
-    """The call records of the annotate jobs of these modules and episodes."""
-    return job_files(logs_dir, modules, episodes, ".metrics.jsonl")
 
 
 def _codes(values: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -136,6 +136,7 @@ class VlmClient:
         *,
         concurrency: int = 16,
         max_completion_tokens: int | Mapping[str, int] = DEFAULT_BUDGET,
+        budget_keys: Mapping[str, str] | None = None,
         enable_thinking: bool = False,
         temperature: float = 0.2,
         timeout_s: float = 120,
@@ -154,6 +155,8 @@ class VlmClient:
             if isinstance(max_completion_tokens, int)
             else dict(max_completion_tokens)
         )
+        # kind -> the vlm.max_completion_tokens key that sets its budget (for messages)
+        self.budget_keys = dict(budget_keys or {})
         self.enable_thinking = enable_thinking
         self.temperature = temperature
         self.timeout_s = timeout_s
@@ -217,9 +220,10 @@ class VlmClient:
                     outcome, reason = "invalid", str(exc)
                 if record["finish_reason"] == "length":
                     outcome = "truncated"
+                    key = self.budget_keys.get(kind, kind)
                     reason = (
                         f"the answer was cut at its budget of {self.budget(kind)} tokens "
-                        f"({reason}); raise vlm.max_completion_tokens.{_budget_key(kind)}"
+                        f"({reason}); raise vlm.max_completion_tokens.{key}"
                     )
                     break
                 if attempt == 0:
@@ -289,8 +293,8 @@ class VlmClient:
         return None, f"{reason} (after {self.max_retries} retries)"
 
     def budget(self, kind: str) -> int:
-        """The completion-token budget of a call kind (``vqa_*`` kinds share ``vqa``)."""
-        for key in (kind, _budget_key(kind), ""):
+        """The completion-token budget of a call kind (or the client's one budget)."""
+        for key in (kind, ""):
             if key in self.budgets:
                 return self.budgets[key]
         return DEFAULT_BUDGET
@@ -377,10 +381,6 @@ class VlmClient:
             self._metrics = open(self.metrics_path, "a", encoding="utf-8")
         self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
         self._metrics.flush()
-
-
-def _budget_key(kind: str) -> str:
-    return "vqa" if kind.startswith("vqa_") else kind
 
 
 def _check(validator: jsonschema.protocols.Validator, value: dict) -> None:

@@ -23,18 +23,6 @@ MESSAGE_OVERHEAD = 4  # <|im_start|>role\n ... <|im_end|>\n
 QWEN3 = (32, 65_536, 16_777_216)
 QWEN2 = (28, 3_136, 12_845_056)
 
-# Completion budgets per call kind (vlm.max_completion_tokens); ``vqa`` covers vqa_*.
-DEFAULT_BUDGETS = {
-    "describe": 768,
-    "segment": 512,
-    "derive_task": 128,
-    "task_rephrasings": 512,
-    "memory": 128,
-    "initial_speech": 128,
-    "interjection": 192,
-    "plan_refresh": 384,
-    "vqa": 256,
-}
 DEFAULT_THINKING_TOKENS = 4096
 # Text of the longest request (instructions, narration, labels) besides its images and
 # the answers it carries: a generous bound over prompts/*.txt, which run to ~1k tokens.
@@ -83,45 +71,25 @@ def text_tokens(text: str) -> int:
 
 def token_budgets(vlm: Mapping) -> dict[str, int]:
     """Completion budget per call kind: the config's, plus room to think when thinking is on."""
-    budgets = {**DEFAULT_BUDGETS, **(vlm.get("max_completion_tokens") or {})}
+    budgets = dict(vlm.get("max_completion_tokens") or {})
     if vlm.get("enable_thinking"):
         extra = int(vlm.get("thinking_tokens", DEFAULT_THINKING_TOKENS))
         budgets = {kind: n + extra for kind, n in budgets.items()}
     return budgets
 
 
-def max_images(config: Mapping) -> int:
-    """The most images one request of this config carries (``--limit-mm-per-prompt``)."""
-    from episcribe.modules.interjections.run import WINDOW_OFFSETS
-    from episcribe.modules.plan.run import SHEET_TILES
-
-    counts = [0]
-    if config.get("plan", {}).get("enabled", True):
-        counts.append(math.ceil(int(config["plan"]["max_video_frames"]) / SHEET_TILES))
-    if config.get("interjections", {}).get("enabled", True):
-        counts.append(len(WINDOW_OFFSETS))
-    if config.get("vqa", {}).get("enabled", True):
-        counts.append(1)
-    return max(counts)
-
-
-def server_settings(config: Mapping) -> dict:
-    """The vlm section plus what sizing the server needs from the rest of the config."""
-    plan = config.get("plan", {})
-    clips = plan.get("enabled", True) and plan.get("use_video_url", False)
-    return {**config["vlm"], "max_images": max_images(config), "max_videos": int(clips)}
-
-
 def auto_max_model_len(vlm: Mapping) -> int:
     """A context length that fits the largest request the config can produce.
 
-    The longest request is the segment call, which carries the describe call's images and
-    answer: images x the tokens of an image at ``image_max_side`` square (the worst aspect
-    for the pixel count), the text allowance, and both budgets. Rounded up to 1024.
+    The longest request carries the most images and, in a continued conversation (the
+    plan module's segment call after its describe call), an earlier answer: images x the
+    tokens of an image at ``image_max_side`` square (the worst aspect for the pixel count),
+    the text allowance, and twice the largest budget (an earlier answer and this one's).
+    Rounded up to 1024.
     """
     side = int(vlm.get("image_max_side") or 768)
     images = int(vlm.get("max_images") or DEFAULT_MAX_IMAGES)
     budgets = token_budgets(vlm)
-    answers = budgets["describe"] + max(budgets.values())
+    answers = 2 * max(budgets.values(), default=0)
     total = images * image_tokens(side, side, vlm["model_id"]) + TEXT_ALLOWANCE + answers
     return math.ceil(total / 1024) * 1024

@@ -35,12 +35,11 @@ from episcribe.modules.base import (
     upstream_subtasks,
     upstream_task,
 )
+from episcribe.modules.interjections import WINDOW_OFFSETS
 
 log = logging.getLogger(__name__)
 
 MODULE = "interjections"
-# Seconds around the boundary of the frames the interjection call sees (2 before, 3 after).
-WINDOW_OFFSETS = (-1.0, -0.5, 0.0, 0.75, 1.5, 2.5)
 SCENARIOS = (
     (
         "negative task",
@@ -63,11 +62,10 @@ SCENARIOS = (
         '(e.g. "I\'d like the yellow one first.").',
     ),
 )
-DEFAULTS = {"max_interjections_per_episode": 3, "interjection_min_t": 2.0}
 
 
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
-    s = {**DEFAULTS, **ctx.settings}
+    s = ctx.settings
     ts = ctx.timestamps
     first = frame_time(ts, 0)
     task = upstream_task(ctx)

@@ -1,1 +1,36 @@
-"""The plan module."""
+"""The plan module: subtasks, plan, memory and task rephrasings (persistent rows).
+
+``run.py`` annotates one episode (effective task, describe -> segment over contact sheets,
+stitching, plan and memory rows); ``grounding.py`` places subtask boundaries on the
+signals module's keystates; ``config.schema.yaml`` holds the ``plan.*`` settings and the
+budgets of its five call kinds.
+"""
+
+import math
+
+from episcribe.modules.spec import ModuleSpec
+
+SHEET_TILES = 4  # frames per contact sheet (2 x 2)
+
+
+def images_per_request(settings) -> int:
+    return math.ceil(int(settings["max_video_frames"]) / SHEET_TILES)
+
+
+def videos_per_request(settings) -> int:
+    return int(bool(settings["use_video_url"]))
+
+
+SPEC = ModuleSpec(
+    name="plan",
+    # snap rows (staging only) record boundaries moved onto keystates
+    styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap"}),
+    prompt_kinds=("describe", "segment", "task_rephrasings", "derive_task", "memory"),
+    section="plan",
+    upstream=("signals",),
+    # The latency-bound chain plan -> interjections -> plan_update runs first, deeper
+    # stages before new plan shards, so each shard's chain completes early.
+    priority=10,
+    images_per_request=images_per_request,
+    videos_per_request=videos_per_request,
+)

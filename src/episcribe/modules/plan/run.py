@@ -66,34 +66,18 @@ from episcribe.modules.base import (
     sample_times,
     snap_indices,
 )
+from episcribe.modules.plan import SHEET_TILES
 from episcribe.modules.plan.grounding import facts, snap_boundaries, upstream_keystates
 
 log = logging.getLogger(__name__)
 
 MODULE = "plan"
-SHEET_TILES = 4  # frames per contact sheet (2 x 2)
 DESCRIBE_ENTRIES = 12  # most describe log entries: ~50 tokens each fit the 768-token budget
 FALLBACK_TASK = "Complete the task shown in the demonstration"
 
-DEFAULTS = {
-    "frames_per_second": 1.0,
-    "max_video_frames": 32,
-    "subtask_window_seconds": 0,
-    "plan_max_steps": 8,
-    "keystate_snap_seconds": 0.5,
-    "min_subtask_seconds": 1.0,
-    "subtask_describe_first": True,
-    "emit_plan": True,
-    "emit_memory": True,
-    "n_task_rephrasings": 10,
-    "derive_task_from_video": "if_short",
-    "use_video_url": False,
-    "video_fps": 2.0,
-}
-
 
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
-    s = {**DEFAULTS, **ctx.settings}
+    s = ctx.settings
     ts = ctx.timestamps
     first = frame_time(ts, 0)
     rate = s["video_fps"] if s["use_video_url"] else s["frames_per_second"]

@@ -35,23 +35,18 @@ from typing import Any
 
 from episcribe.lerobot.language import make_row
 from episcribe.modules.base import EpisodeContext, clean_text, frame_time, rng_for, sample_times
+from episcribe.modules.vqa import QUESTION_TYPES
 
 log = logging.getLogger(__name__)
 
 MODULE = "vqa"
-QUESTION_TYPES = ("bbox", "keypoint", "count", "attribute", "spatial")
 ATTRIBUTE_KEYS = ("label", "attribute", "value")
 SPATIAL_KEYS = ("subject", "relation", "object")
 DECODE_CHUNK = 32  # frames decoded (and held as images) at once per camera
-DEFAULTS = {
-    "vqa_emission_hz": 1.0,
-    "restrict_to_default_camera": False,
-    "coordinate_space": "normalized_1000",
-}
 
 
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
-    s = {**DEFAULTS, **ctx.settings}
+    s = ctx.settings
     ts = ctx.timestamps
     ticks = sample_times(ts, frame_time(ts, 0), frame_time(ts, len(ts) - 1), s["vqa_emission_hz"])
     cameras = [ctx.camera] if s["restrict_to_default_camera"] else list(ctx.dataset.cameras)

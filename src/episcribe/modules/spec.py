@@ -1,0 +1,49 @@
+"""What an annotation module declares about itself: :class:`ModuleSpec`.
+
+Each module folder's ``__init__.py`` holds one ``SPEC``; beside it, ``config.schema.yaml``
+(its settings and completion-token budgets, with their defaults) and ``run.py`` (its
+``run_episode``). Pure data and the standard library only: the registry imports every
+module's ``__init__`` while Snakemake parses the Snakefile, which must not pay for frame
+decoding or the model client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def no_media(settings: Mapping) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    name: str
+    styles: frozenset[str | None]  # what its rows may be (None: a tool-call-only speech atom)
+    prompt_kinds: tuple[str, ...]  # prompts/<name>/<kind>.txt + .schema.json
+    section: str  # config section: its `enabled` switch and (with settings) its knobs
+    upstream: tuple[str, ...] = ()  # modules whose staging rows it reads
+    settings: bool = True  # its section's settings shape its answers (params of its jobs)
+    seeded: bool = False  # draws from the RNG seeded by (seed, episode, module)
+    priority: int = 0  # higher runs first among ready jobs
+    # (module, style): its rows of that style replace that module's at the same timestamp
+    supersedes: tuple[str, str] | None = None
+    # Call kinds that share one vlm.max_completion_tokens key (kind -> key); others: own key.
+    budget_keys: Mapping[str, str] = field(default_factory=dict)
+    # The most images / video clips one of its requests carries, from its settings
+    # (the serve command's --limit-mm-per-prompt and --max-model-len).
+    images_per_request: Callable[[Mapping], int] = no_media
+    videos_per_request: Callable[[Mapping], int] = no_media
+    runner: str = "run:run_episode"  # "<file>:<function>" in the folder, imported when run
+    # Set by the registry: the importable package and the folder it was read from.
+    package: str = ""
+    folder: Path = Path()
+
+    def budget_key(self, kind: str) -> str:
+        return self.budget_keys.get(kind, kind)
+
+    @property
+    def schema_path(self) -> Path:
+        return self.folder / "config.schema.yaml"
