@@ -59,8 +59,9 @@ class Run:
 
 
 class Workspace:
-    def __init__(self, root: Path, dataset: Path, **config):
+    def __init__(self, root: Path, dataset: Path, env: dict | None = None, **config):
         self.root = root
+        self.env = {**_clean_env(), **(env or {})}
         root.mkdir(parents=True, exist_ok=True)
         for name in WORKFLOW_FILES:
             src = REPO / name
@@ -92,7 +93,7 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_clean_env(),
+            env=self.env,
         )
         run = Run(proc.returncode, proc.stdout + proc.stderr)
         if check and proc.returncode != 0:
@@ -108,7 +109,7 @@ class Workspace:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            env=_clean_env(),
+            env=self.env,
         )
 
     def staging(self, name: str) -> dict[str, str]:

@@ -4,6 +4,8 @@ here, so the environments themselves are not built)."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import yaml
 from smk import Workspace
+
+from episcribe.modules import registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,3 +65,89 @@ def test_workflow_files_are_snakefmt_formatted():
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _module_file(name: str) -> Path | None:
+    base = REPO / "src" / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of what a file imports (a ``from a import b`` gives a.b and a)."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(REPO / "src").with_suffix("").parts)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def _third_party_imports(script: Path, extra: list[str]) -> set[str]:
+    """Top-level third-party packages a job script imports, through episcribe, all the way."""
+    seen: set[str] = set()
+    todo = [name for name in _imports_of_script(script) | set(extra)]
+    outside = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        top = name.split(".")[0]
+        if top != "episcribe":
+            outside.add(top)
+            continue
+        path = _module_file(name)
+        if path is not None:
+            todo += sorted(_imports(path))
+    return {top for top in outside if top not in sys.stdlib_module_names and top != "snakemake"}
+
+
+def _imports_of_script(script: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+def test_each_env_lists_what_its_jobs_import():
+    """A job imports only what its conda env installs (the host's site-packages must not
+    be what makes it work): every rule's script, followed through the package."""
+    distributions = importlib.metadata.packages_distributions()
+    rule_block = re.compile(
+        r'conda:\s*\n\s+"\.\./envs/([^"]+)".*?script:\s*\n\s+"\.\./scripts/([^"]+)"', re.S
+    )
+    checked = 0
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for env_name, script_name in rule_block.findall(smk.read_text()):
+            spec = yaml.safe_load((REPO / "envs" / env_name).read_text())
+            pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+            listed = {_name(requirement) for requirement in pip}
+            # The annotate script runs each module's code, imported by name from the registry.
+            extra = (
+                [f"{spec_.package}.run" for spec_ in registry.SPECS]
+                if script_name == "annotate_episodes.py"
+                else []
+            )
+            needed = _third_party_imports(REPO / "scripts" / script_name, extra)
+            for top in needed:
+                dists = {_name(d) for d in distributions.get(top, [top])}
+                assert dists & listed, f"{env_name}: {script_name} imports {top} ({dists})"
+            checked += 1
+    assert checked >= 6
