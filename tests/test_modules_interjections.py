@@ -14,6 +14,7 @@ from test_modules_plan import (
 )
 
 from episcribe.lerobot.language import is_speech_atom, make_row
+from episcribe.modules.plan.run import task_row
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ G1_CAMERA = ("observation.images.cam_high",)
 
 
 def plan_rows(starts, task="Pick up the red block and put it in the bin"):
-    rows = [make_row("user", task, "task_aug", starts[0])]
+    rows = [task_row(task, task, starts[0]), make_row("user", task, "task_aug", starts[0])]
     rows += [make_row("assistant", f"Step {k}", "subtask", t) for k, t in enumerate(starts)]
     return rows
 

@@ -38,8 +38,9 @@ CAMERA_STYLES = frozenset({"vqa", "trace"})
 
 # Styles that stay in staging and never reach the dataset (``staging.merge_modules``
 # leaves them out): a keystate of the robot's signals; a subtask boundary the plan module
-# moved onto one. Their content is a JSON object (see ``signals`` and ``modules.plan``).
-STAGING_STYLES = frozenset({"keystate", "snap"})
+# moved onto one; the task the plan module worked under, which the modules downstream read.
+# Their content is a JSON object (see the signals and plan modules).
+STAGING_STYLES = frozenset({"keystate", "snap", "task"})
 
 # The ``info.json`` feature entry of both language columns.
 LANGUAGE_FEATURE: dict[str, Any] = {"dtype": "language", "shape": [1], "names": None}

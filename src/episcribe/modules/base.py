@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 from collections import OrderedDict
@@ -336,19 +337,12 @@ def numbered(steps: Sequence[str]) -> str:
 
 
 def upstream_task(ctx: EpisodeContext) -> str:
-    """The effective task the plan module used, recovered from its task_aug rows.
-
-    The plan module emits the effective task among its task_aug rows. If the dataset's
-    task is one of them, it was used as is; otherwise it was derived from the video and
-    every task_aug row is a wording of it, so the first is taken. Without plan rows: the
-    dataset's task.
-    """
-    rows = [r for r in ctx.upstream.get("plan", []) if r.get("style") == "task_aug"]
-    texts = [r["content"] for r in rows if isinstance(r.get("content"), str) and r["content"]]
-    own = " ".join(ctx.episode.task.split())
-    if not texts or any(normalize_text(t) == normalize_text(own) for t in texts):
-        return own
-    return texts[0]
+    """The task the plan module annotated the episode under: its staging-only ``task`` row
+    (the dataset's task, or one derived from the video). Without plan rows: the dataset's."""
+    for row in ctx.upstream.get("plan", []):
+        if row.get("style") == "task":
+            return json.loads(row["content"])["task"]
+    return " ".join(ctx.episode.task.split())
 
 
 def upstream_subtasks(ctx: EpisodeContext) -> list[tuple[float, str]]:

@@ -21,6 +21,11 @@ def no_media(settings: Mapping) -> int:
 @dataclass(frozen=True)
 class ModuleSpec:
     name: str
+    # The behaviour version: part of the cache identity and of its jobs' params, so raising
+    # it re-runs this module (and, through their inputs, the modules downstream) and
+    # nothing else. Raise it whenever the module's code changes the rows it makes for the
+    # same inputs; tests/test_module_versions.py fails until it is raised.
+    version: int
     styles: frozenset[str | None]  # what its rows may be (None: a tool-call-only speech atom)
     prompt_kinds: tuple[str, ...]  # prompts/<name>/<kind>.txt + .schema.json
     section: str  # config section: its `enabled` switch and (with settings) its knobs

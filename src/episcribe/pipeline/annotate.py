@@ -116,6 +116,7 @@ def _job_identity(spec: JobSpec) -> str:
     return digest(
         {
             "module": spec.module,
+            "version": registry.MODULES[spec.module].version,
             "prompts": prompt_texts,
             "settings": spec.settings,
             "model": spec.model,

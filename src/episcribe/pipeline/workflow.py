@@ -256,6 +256,9 @@ class WorkflowPlan:
         """The rule's params: exactly what may change this module's answers."""
         return {
             "module": module,
+            # A new behaviour version re-runs the module's jobs (and its downstream modules'
+            # through their inputs); its cache entries of other versions are not used.
+            "version": registry.MODULES[module].version,
             "episodes": list(shard.episodes),
             "settings": self.module_settings(module),
             # A module that asks no model is not re-run when the model changes.

@@ -19,7 +19,8 @@ answer is seeded by a hash of the request.
   answered with a fault; faults cycle through ``--fault-cycle`` (default: HTTP 500, a
   timeout that holds the connection, non-JSON text, schema-violating JSON).
 - ``--request-log``: one JSON line per call: arrival, start (after queueing), end
-  (before the reply), kind, n_images, image_sizes, request_bytes, status, fault,
+  (before the reply), kind, task (the "Task:" line of the prompt, if any), n_images,
+  image_sizes, request_bytes, status, fault,
   prompt_tokens, image_tokens, cached_tokens (what vLLM's prefix caching would not
   recompute), completion_tokens, finish_reason, and the clips of ``video_url`` parts
   (``videos``: frames, size, fps, bytes, tokens); each clip is kept beside the log.
@@ -165,7 +166,8 @@ class Handler(BaseHTTPRequestHandler):
                 entry, exc.status, {"error": _err(exc.message, exc.kind, exc.status)}
             )
         req = Request(body, sizes)
-        entry.update(kind=req.kind, n_images=len(sizes), image_sizes=[list(s) for s in sizes])
+        entry.update(kind=req.kind, task=req.task, n_images=len(sizes))
+        entry["image_sizes"] = [list(s) for s in sizes]
         units = prompt_units(body["messages"], sizes, state.model, videos)
         req.prompt_tokens = sum(u.tokens for u in units)
         req.budget = completion_budget(body, req.prompt_tokens, state.max_model_len)

@@ -5,6 +5,7 @@ from episcribe.modules.spec import ModuleSpec
 
 SPEC = ModuleSpec(
     name="stillness",
+    version=1,
     styles=frozenset({"motion"}),
     prompt_kinds=(),
     section="stillness",

@@ -12,6 +12,7 @@ WINDOW_OFFSETS = (-1.0, -0.5, 0.0, 0.75, 1.5, 2.5)
 
 SPEC = ModuleSpec(
     name="interjections",
+    version=2,
     styles=frozenset({"interjection", None}),
     prompt_kinds=("initial_speech", "interjection"),
     section="interjections",

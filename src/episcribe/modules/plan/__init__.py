@@ -23,8 +23,11 @@ def videos_per_request(settings) -> int:
 
 SPEC = ModuleSpec(
     name="plan",
-    # snap rows (staging only) record boundaries moved onto keystates
-    styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap"}),
+    version=2,
+    # Staging only: snap rows record boundaries moved onto keystates; the task row, the task
+    # it worked under (the dataset's or one derived from the video), for the modules
+    # downstream.
+    styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap", "task"}),
     prompt_kinds=("describe", "segment", "task_rephrasings", "derive_task", "memory"),
     section="plan",
     upstream=("signals",),

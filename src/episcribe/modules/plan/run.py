@@ -6,7 +6,9 @@ Per episode:
    call over frames sampled across the episode) when ``derive_task_from_video`` is
    ``always``, or ``if_short`` and the task is empty, under 3 words or a placeholder
    ("test", "debug", ...). A failed derivation falls back to the dataset's task (logged).
-   A derived task is logged with the dataset task it replaced.
+   A derived task is logged with the dataset task it replaced. Either way a staging-only
+   ``task`` row at the first frame records it (``{"task", "from": "dataset"|"video"[,
+   "dataset_task"]}``): the modules downstream read the task from there.
 2. **task_aug** (role user, first frame): the effective task plus up to
    ``n_task_rephrasings`` rephrasings from one text-only call, de-duplicated
    case/whitespace-insensitively. With 0 there is no call and no task_aug row at all
@@ -129,7 +131,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         subtasks, ts, upstream_keystates(ctx), s["keystate_snap_seconds"]
     )
 
-    rows: list[dict] = snaps
+    rows: list[dict] = [task_row(task, own_task(ctx), first), *snaps]
     if s["n_task_rephrasings"] > 0:
         for text in ([task] if task else []) + rephrasings:
             rows.append(make_row("user", text, "task_aug", first))
@@ -191,8 +193,20 @@ def _window_note(times: Sequence[float], ts: np.ndarray, n_windows: int) -> str:
 # -- model calls ----------------------------------------------------------------------
 
 
+def own_task(ctx: EpisodeContext) -> str:
+    return " ".join(ctx.episode.task.split())
+
+
+def task_row(task: str, dataset_task: str, timestamp: float) -> dict:
+    """The staging-only row of the task the episode was annotated under."""
+    content = {"task": task, "from": "dataset" if task == dataset_task else "video"}
+    if task != dataset_task:
+        content["dataset_task"] = dataset_task
+    return make_row("assistant", json.dumps(content, sort_keys=True), "task", timestamp)
+
+
 async def _effective_task(ctx: EpisodeContext, s: dict, windows: list[list[float]]) -> str:
-    own = " ".join(ctx.episode.task.split())
+    own = own_task(ctx)
     mode = s["derive_task_from_video"]
     if mode == "off" or (mode == "if_short" and not is_placeholder_task(own)):
         return own

@@ -9,6 +9,7 @@ from episcribe.modules.spec import ModuleSpec
 
 SPEC = ModuleSpec(
     name="plan_update",
+    version=2,
     styles=frozenset({"plan"}),
     prompt_kinds=("plan_refresh",),
     section="interjections",

@@ -9,6 +9,7 @@ from episcribe.modules.spec import ModuleSpec
 
 SPEC = ModuleSpec(
     name="signals",
+    version=1,
     # keystate rows stay in staging (language.STAGING_STYLES): the plan reads them
     styles=frozenset({"motion", "keystate"}),
     prompt_kinds=(),

@@ -11,6 +11,7 @@ QUESTION_TYPES = ("bbox", "keypoint", "count", "attribute", "spatial")
 
 SPEC = ModuleSpec(
     name="vqa",
+    version=1,
     styles=frozenset({"vqa"}),
     prompt_kinds=tuple(f"vqa_{kind}" for kind in QUESTION_TYPES),
     section="vqa",
