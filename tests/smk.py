@@ -61,7 +61,7 @@ class Run:
 class Workspace:
     def __init__(self, root: Path, dataset: Path, env: dict | None = None, **config):
         self.root = root
-        self.env = {**_clean_env(), **(env or {})}
+        self.env = dict(env or {})  # on top of the environment at each run
         root.mkdir(parents=True, exist_ok=True)
         for name in WORKFLOW_FILES:
             src = REPO / name
@@ -93,7 +93,7 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env,
+            env={**_clean_env(), **self.env},
         )
         run = Run(proc.returncode, proc.stdout + proc.stderr)
         if check and proc.returncode != 0:
@@ -109,7 +109,7 @@ class Workspace:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            env=self.env,
+            env={**_clean_env(), **self.env},
         )
 
     def staging(self, name: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ ONLY_VQA = {
 
 
 def _report(ws: Workspace) -> dict:
-    return json.loads((ws.root / "results/synth/validation/report.json").read_text())
+    return json.loads((ws.root / "results/synth_small/validation/report.json").read_text())
 
 
 def test_every_module_folder_declares_its_settings_budgets_and_styles():
@@ -59,7 +59,7 @@ def test_changing_episodes_per_job_counts_only_the_current_shards(synth_small, t
     calls = _report(ws)["model_calls"]["vqa"]
     # Files of the old one-episode shards are still on disk and must not be counted.
     assert calls["calls"] == second and calls["annotated"] + calls["cached"] == 6
-    usage = (ws.root / "results/synth/report/usage.csv").read_text().splitlines()
+    usage = (ws.root / "results/synth_small/report/usage.csv").read_text().splitlines()
     vqa_row = next(line for line in usage if line.startswith("vqa,all,"))
     assert vqa_row.split(",")[2] == str(second)
 
@@ -76,7 +76,7 @@ def test_a_module_kept_outside_the_package_runs_through_the_workflow(synth_small
     run = ws.run()
     assert run.modules_run() >= {"annotate_stillness", "validate_staging", "write_dataset"}
     assert not ws.fake_requests()
-    table = ds.dataset(ws.root / "results/synth/annotated/data", format="parquet").to_table()
+    table = ds.dataset(ws.root / "results/synth_small/annotated/data", format="parquet").to_table()
     firsts = [
         rows
         for rows, index in zip(
