@@ -268,7 +268,7 @@ def test_overlay_sheet_has_a_panel_per_frame_with_boxes(staged):
 
 
 def test_usage_aggregates_metrics(tmp_path):
-    path = tmp_path / "logs" / "synth" / "annotate_vqa" / "episode_000000.metrics.jsonl"
+    path = tmp_path / "results" / "synth" / "jobs" / "annotate_vqa" / "episode_000000.metrics.jsonl"
     path.parent.mkdir(parents=True)
     records = [
         {

@@ -73,7 +73,7 @@ def test_the_clips_tokens_reach_the_usage_the_client_records(video_run):
     calls = [r for r in video_run.fake_requests() if r.get("videos")]
     video_tokens = sum(v["tokens"] for r in calls for v in r["videos"])
     assert video_tokens > 0
-    metrics = video_run.root / "logs" / "g1_bottle" / "annotate_plan"
+    metrics = video_run.root / "results" / "g1_bottle" / "jobs" / "annotate_plan"
     records = [
         json.loads(line)
         for path in metrics.glob("*.metrics.jsonl")
