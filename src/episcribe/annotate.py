@@ -21,6 +21,7 @@ from . import registry
 from .cache import EpisodeCache, digest, record_delivery
 from .config import api_key
 from .dataset import LeRobotDataset
+from .job_stop import run_until_stopped
 from .modules.base import EpisodeContext, FrameSource
 from .outcomes import JobSummary, check_failures
 from .prompts import PromptSet, asks_model, prompt_files
@@ -83,9 +84,9 @@ def run_job(spec: JobSpec) -> JobSummary:
         log.info("episode %06d: %d rows restored from cache", index, len(rows))
 
     if pending and not asks_model(spec.module):
-        asyncio.run(_run_episodes(spec, dataset, prompts, cache, pending, summary, None))
+        run_until_stopped(_run_episodes(spec, dataset, prompts, cache, pending, summary, None))
     elif pending:
-        asyncio.run(_annotate(spec, dataset, prompts, cache, pending, summary))
+        run_until_stopped(_annotate(spec, dataset, prompts, cache, pending, summary))
     summary.seconds = time.monotonic() - started
     log.info(
         "%s: %d episodes annotated, %d from cache, %d incomplete; %d rows, %d skipped "
@@ -125,6 +126,7 @@ def _job_identity(spec: JobSpec) -> str:
 async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary) -> None:
     # The server (when this job is the first to need it) comes up in its own processes
     # while this one imports the client, instead of one after the other.
+    # Awaited, not waited on: a stop signal is handled while the server starts.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="server") as starter:
         server_urls = starter.submit(server.ensure, spec.vlm, spec.run_dir)
         # Imported here: the openai client is slow to import, which a job
@@ -132,7 +134,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         from .vlm.client import VlmClient
         from .vlm.slots import SlotPool
 
-        urls = server_urls.result()
+        urls = await asyncio.wrap_future(server_urls)
     # Decoding and JPEG encoding (asyncio.to_thread) run on one worker thread, first come
     # first served: the episodes started first get their frames first and start calling
     # the model, instead of every episode of the job (and of the jobs beside it) decoding
