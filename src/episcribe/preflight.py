@@ -2,9 +2,12 @@
 
 ``episcribe`` reads the config as snakemake will (the packaged config.yaml, then each
 ``--configfile``, then ``--config``), then checks that the dataset opens, that every
-prompt of the enabled modules loads, and that the model backend can be used: the
-endpoint answers and serves ``vlm.model_id``, or vLLM can be started here. A problem is
-a :class:`~episcribe.errors.UserError`, printed as one line. Nothing is written.
+prompt of the enabled modules loads, that the data of the episodes to annotate is sound
+(:mod:`episcribe.data_check`: shards, frame counts, fps, indices, task texts; before a
+run only), and that the model backend can be used: the endpoint answers and serves
+``vlm.model_id``, or vLLM can be started here. A problem is a
+:class:`~episcribe.errors.UserError`, printed as one line per problem class. Nothing is
+written.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from snakemake.cli import parse_config
 
 from . import WORKFLOW_DIR
 from .config import api_key, expand_dotted_keys, merge_sections, resolve
+from .data_check import check_data
 from .errors import ConfigError, ServerError
 from .prompts import MODULE_PROMPT_KINDS, PromptSet
 from .vlm import server
@@ -51,6 +55,7 @@ def check(args: list[str], backend: bool = True) -> WorkflowPlan:
         for kind in MODULE_PROMPT_KINDS[module]:
             prompts.get(kind)
     if backend:
+        check_data(plan.dataset, plan.episodes)
         check_backend(plan.config["vlm"])
     return plan
 
