@@ -7,12 +7,14 @@ prompt of the enabled modules loads, that the data of the episodes to annotate i
 run only), and that the model backend can be used: the endpoint answers and serves
 ``vlm.model_id``, or vLLM can be started here. A problem is a
 :class:`~episcribe.errors.UserError`, printed as one line per problem class. Nothing is
-written.
+written, except that a write of the output killed while putting its files in place is
+finished first (:mod:`episcribe.file_commit`), and said so.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import openai
@@ -23,6 +25,7 @@ from . import WORKFLOW_DIR
 from .config import api_key, expand_dotted_keys, merge_sections, resolve
 from .data_check import check_data
 from .errors import ConfigError, ServerError
+from .file_commit import finish_interrupted
 from .prompts import MODULE_PROMPT_KINDS, PromptSet
 from .vlm import server
 from .workflow import WorkflowPlan
@@ -50,6 +53,10 @@ def snakemake_config(args: list[str]) -> dict:
 def check(args: list[str], backend: bool = True) -> WorkflowPlan:
     """Every check, in the order a user would fix them; returns the run's plan."""
     plan = WorkflowPlan(resolve(snakemake_config(args)), PROMPTS)
+    # Before anything reads the output: a write killed mid-commit is finished first.
+    note = finish_interrupted(Path(plan.destination() or plan.dataset.root))
+    if note:
+        print(f"episcribe: {note}", file=sys.stderr)
     prompts = PromptSet(PROMPTS)
     for module in plan.modules:
         for kind in MODULE_PROMPT_KINDS[module]:
