@@ -10,7 +10,7 @@ from episcribe.writer import write_annotated
 def main(smk):
     p = smk.params
     check_report(smk.input.report, skip_validation=p.skip_validation)
-    dataset = LeRobotDataset.open(p.dataset_root)
+    dataset = LeRobotDataset.open(p.dataset_root, p.episodes)
     manifest = write_annotated(
         dataset,
         p.staging_dir,

@@ -59,7 +59,7 @@ def run_job(spec: JobSpec) -> JobSummary:
     if spec.metrics_path is not None:
         # The metrics describe this job's calls only (a re-run must not double count).
         spec.metrics_path.unlink(missing_ok=True)
-    dataset = LeRobotDataset.open(spec.dataset_root)
+    dataset = LeRobotDataset.open(spec.dataset_root, spec.episodes)
     prompts = PromptSet(spec.prompts_dir)
     cache = EpisodeCache(spec.cache_dir, spec.module, _job_identity(spec))
     summary = JobSummary(module=spec.module)

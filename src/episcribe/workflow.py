@@ -125,7 +125,7 @@ class WorkflowPlan:
         self.push_repo = push_repo(config)
         self.config = config
         self.prompts_dir = prompts_dir
-        self.dataset = LeRobotDataset.open(dataset_root(config))
+        self.dataset = LeRobotDataset.open(dataset_root(config), config["dataset"]["only_episodes"])
         self.name = dataset_name(config)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])
         self.modules = registry.enabled(config)

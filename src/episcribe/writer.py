@@ -319,6 +319,17 @@ def write_annotated(
 
     prepared = _prepare(Path(staging_dir), episodes, modules)  # raises before any write
     shards = [Path(p).resolve() for p in dataset.data_files()]
+    # Files the source lacks (published datasets often do) hold none of these episodes
+    # (LeRobotDataset.open checked): the output lacks them too, as the source does.
+    absent = [Path(p).resolve() for p in dataset.absent_files()]
+    shards = [p for p in shards if p not in absent]
+    if absent:
+        log.warning(
+            "%d file(s) meta/episodes names are missing in %s and stay missing in the output: %s",
+            len(absent),
+            source,
+            ", ".join(str(p.relative_to(source)) for p in absent[:5]),
+        )
     files_written: list[str] = []
     linked = copied = 0
     if dest.exists():
@@ -392,4 +403,5 @@ def write_annotated(
         },
         "events_unplaced": n_events - stats["events_placed"],
         "rows_kept_of_other_episodes": stats["kept"],
+        "missing_in_source": [str(p.relative_to(source)) for p in absent],
     }
