@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import registry
 from .cache import EpisodeCache, digest, record_delivery
+from .call_answers import AnswerMemory, answers_dir
 from .config import api_key
 from .dataset import LeRobotDataset
 from .job_stop import run_until_stopped
@@ -170,10 +171,14 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
             t0 = time.monotonic()
             episode = await asyncio.to_thread(dataset.load_episode, index)
             vlm = dict(spec.vlm, camera_key=spec.model.get("camera_key"))
+            memory = None
+            if client is not None:
+                where = answers_dir(spec.cache_dir, spec.module, index)
+                memory = AnswerMemory(client, where, cache.identity)
             ctx = EpisodeContext(
                 dataset=dataset,
                 episode=episode,
-                client=client,
+                client=memory or client,
                 prompts=prompts,
                 settings=spec.settings,
                 vlm=vlm,
@@ -184,6 +189,8 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
             rows = await run_episode(ctx)
             if not ctx.failed_calls:
                 cache.put(key, rows)
+                if memory is not None:
+                    memory.forget()
             else:
                 summary.incomplete.append(index)
             cache.deliver(key, rows, spec.staging_dir, index)
@@ -198,11 +205,13 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
             summary.rows += len(rows)
             summary.skipped += ctx.skipped
             log.info(
-                "episode %06d: %d rows, %d skipped answers, %d failed calls%s, %.1f s",
+                "episode %06d: %d rows, %d skipped answers, %d failed calls, %d answers of "
+                "an earlier incomplete run reused%s, %.1f s",
                 index,
                 len(rows),
                 ctx.skipped,
                 ctx.failed_calls,
+                memory.reused if memory is not None else 0,
                 " (incomplete: not cached, asked again next run)" if ctx.failed_calls else "",
                 time.monotonic() - t0,
             )
