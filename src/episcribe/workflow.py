@@ -87,7 +87,9 @@ def fetch_dataset(config: dict) -> None:
     """Download dataset.repo_id when no dataset.root is set (nothing when it is cached)."""
     dataset = config["dataset"]
     if not dataset["root"] and dataset["repo_id"]:
-        hub.download_dataset(dataset["repo_id"], dataset["revision"], dataset_root(config))
+        hub.download_dataset(
+            dataset["repo_id"], dataset["revision"], dataset_root(config), dataset["only_episodes"]
+        )
 
 
 def push_repo(config: dict) -> str | None:
