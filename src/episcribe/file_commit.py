@@ -10,7 +10,8 @@ removes the marker.
 A run killed during that phase leaves the marker; every pending file it names was
 complete and on disk before the marker was written, so :func:`finish_interrupted` rolls
 the commit forward. A run killed before it (no marker) leaves pending files that are
-only discarded. Either way the next write, and ``episcribe`` at start, call it first.
+only discarded. Either way the next write, and ``episcribe`` at start, call it first;
+files and markers of a writer that still runs (another run's) are left alone.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import re
 import uuid
 from pathlib import Path
 
+import psutil
+
 from .atomic import write_json
 
 MARKER = ".episcribe-write-pending.json"
-_PENDING = re.compile(r"^\..+\.pending-[0-9a-f]{12}$")
+_PENDING = re.compile(r"^\..+\.pending-(\d+)-[0-9a-f]{8}$")
 
 
 class FileCommit:
@@ -32,7 +35,8 @@ class FileCommit:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.id = uuid.uuid4().hex[:12]
+        # The writer's pid: a write still in progress (another run's) is left alone.
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.renames: list[tuple[Path, Path]] = []
 
     def pending(self, target: Path) -> Path:
@@ -50,7 +54,7 @@ class FileCommit:
                 os.fsync(fh.fileno())
         root = self.root
         relative = [[str(p.relative_to(root)), str(t.relative_to(root))] for p, t in self.renames]
-        write_json(self.root / MARKER, relative)
+        write_json(self.root / MARKER, {"pid": os.getpid(), "renames": relative})
         _rename_all(self.root, self.renames)
         (self.root / MARKER).unlink()
 
@@ -66,7 +70,10 @@ def finish_interrupted(root: Path) -> str | None:
     root = Path(root)
     marker = root / MARKER
     if marker.is_file():
-        renames = [(root / p, root / t) for p, t in json.loads(marker.read_text())]
+        record = json.loads(marker.read_text())
+        if psutil.pid_exists(record["pid"]) and record["pid"] != os.getpid():
+            return None  # its writer is still at work
+        renames = [(root / p, root / t) for p, t in record["renames"]]
         left = sum(p.exists() for p, _ in renames)
         _rename_all(root, renames)
         marker.unlink()
@@ -80,7 +87,8 @@ def finish_interrupted(root: Path) -> str | None:
     discarded = 0
     for dirpath, _, names in os.walk(root):
         for name in names:
-            if _PENDING.match(name):
+            match = _PENDING.match(name)
+            if match and not psutil.pid_exists(int(match.group(1))):
                 (Path(dirpath) / name).unlink(missing_ok=True)
                 discarded += 1
     if not discarded:
