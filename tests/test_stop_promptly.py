@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from smk import Workspace
 from test_cli import EPISCRIBE, env, fake_config
 from test_stopping import staged, start_episcribe, wait_for
 
@@ -127,3 +128,25 @@ def test_kill_9_of_episcribes_group_takes_snakemake_along_and_the_next_run_resum
     again = rerun(dataset, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert staged(tmp_path) == 4 * len(NAMES)
+
+
+def test_sigterm_to_a_plain_snakemake_reaches_its_hanging_jobs(dataset, tmp_path):
+    """Without `episcribe`: `kill <snakemake pid>`; snakemake's graceful stop would wait
+    for its running jobs, so its SIGTERM helper passes the signal on to them."""
+    ws = Workspace(tmp_path, dataset, vlm__fake__fault_rate=0.6)
+    proc = ws.start()
+    wait_for(lambda: len(requests(tmp_path)) >= 4)
+    time.sleep(2.0)
+    signalled = time.time()
+    os.kill(proc.pid, signal.SIGTERM)  # snakemake alone, not its group
+    try:
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    took = time.time() - signalled
+    assert took < EXIT_WITHIN_S, f"exited {took:.1f} s after SIGTERM"
+    assert ws.wait_no_server() == []
+    calls = ws.fake_requests()
+    assert [c for c in calls if c["fault"] == "timeout"], "no call was hanging: nothing tested"
+    assert not [c for c in calls if c["arrival"] > signalled + ARRIVAL_GRACE_S]
