@@ -142,7 +142,13 @@ def print_summary():
         print("\n".join(end_of_run_lines(json.loads(validation.read_text()))))
     manifest = Path(PATHS.write_manifest)
     if manifest.exists():  # not after a module target (snakemake vqa) alone
-        print(f"Annotated dataset: {json.loads(manifest.read_text())['destination']}")
+        written = json.loads(manifest.read_text())
+        print(f"Annotated dataset: {written['destination']}")
+        if written.get("missing_in_source"):
+            print(
+                f"{len(written['missing_in_source'])} file(s) the source dataset lacks are "
+                "missing in the annotated one too (their episodes were not annotated)"
+            )
     if Path(PATHS.summary_html).exists():
         print(f"Report: {PATHS.summary_html} (or: snakemake --report report.html)")
 

@@ -8,7 +8,7 @@ from episcribe.pipeline.validation import validate_staging
 
 def main(smk):
     p = smk.params
-    dataset = LeRobotDataset.open(p.dataset_root)
+    dataset = LeRobotDataset.open(p.dataset_root, p.episodes)
     report = validate_staging(
         dataset,
         staging_dir_of(smk.input[0]),

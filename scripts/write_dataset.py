@@ -10,7 +10,7 @@ from episcribe.pipeline.validation import check_report
 def main(smk):
     p = smk.params
     check_report(smk.input.report, skip_validation=p.skip_validation)
-    dataset = LeRobotDataset.open(p.dataset_root)
+    dataset = LeRobotDataset.open(p.dataset_root, p.episodes)
     manifest = write_annotated(
         dataset,
         p.staging_dir,

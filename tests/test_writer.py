@@ -306,7 +306,8 @@ def test_failure_mid_write_leaves_no_partial_file(g1_copy, tmp_path):
     assert not (out / "data" / "chunk-000" / "file-001.parquet").exists()
     assert not [p for p in out.rglob(".*") if p.name != MARKER]  # no temporary files
     assert not (out / "meta" / "info.json").exists()  # written last, never half a dataset
-    pq.read_table(out / "data" / "chunk-000" / "file-000.parquet")  # complete, readable
+    # All or nothing: the shard that was written is not put in place alone.
+    assert not (out / "data" / "chunk-000" / "file-000.parquet").exists()
 
 
 def test_synthetic_two_camera_dataset_round_trip(synth_small, tmp_path):

@@ -2,14 +2,19 @@
 
 ``episcribe`` reads the config as snakemake will (the packaged config.yaml, then each
 ``--configfile``, then ``--config``), then checks that the dataset opens, that every
-prompt of the enabled modules loads, and that the model backend can be used: the
-endpoint answers and serves ``vlm.model_id``, or vLLM can be started here. A problem is
-a :class:`~episcribe.errors.UserError`, printed as one line. Nothing is written.
+prompt of the enabled modules loads, that the data of the episodes to annotate is sound
+(:mod:`episcribe.lerobot.data_check`: shards, frame counts, fps, indices, task texts; before a
+run only), and that the model backend can be used: the endpoint answers and serves
+``vlm.model_id``, or vLLM can be started here. A problem is a
+:class:`~episcribe.errors.UserError`, printed as one line per problem class. Nothing is
+written, except that a write of the output killed while putting its files in place is
+finished first (:mod:`episcribe.lerobot.file_commit`), and said so.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import openai
@@ -19,6 +24,8 @@ from snakemake.cli import parse_config
 from episcribe import WORKFLOW_DIR
 from episcribe.config import api_key, expand_dotted_keys, merge_sections, resolve
 from episcribe.errors import ConfigError, ServerError
+from episcribe.lerobot.data_check import check_data
+from episcribe.lerobot.file_commit import finish_interrupted
 from episcribe.modules.prompts import MODULE_PROMPT_KINDS, PromptSet
 from episcribe.pipeline.workflow import WorkflowPlan
 from episcribe.vlm import server
@@ -46,11 +53,16 @@ def snakemake_config(args: list[str]) -> dict:
 def check(args: list[str], backend: bool = True) -> WorkflowPlan:
     """Every check, in the order a user would fix them; returns the run's plan."""
     plan = WorkflowPlan(resolve(snakemake_config(args)), PROMPTS)
+    # Before anything reads the output: a write killed mid-commit is finished first.
+    note = finish_interrupted(Path(plan.destination() or plan.dataset.root))
+    if note:
+        print(f"episcribe: {note}", file=sys.stderr)
     prompts = PromptSet(PROMPTS)
     for module in plan.modules:
         for kind in MODULE_PROMPT_KINDS[module]:
             prompts.get(kind)
     if backend:
+        check_data(plan.dataset, plan.episodes)
         check_backend(plan.config["vlm"])
     return plan
 

@@ -2,14 +2,17 @@
 
 ``episcribe`` stays the parent so that a stop is one line, not pages of tracebacks.
 Snakemake runs in a process group of its own, and ``episcribe`` passes Ctrl-C (SIGINT),
-SIGTERM and SIGHUP on to it exactly once: so a stop works the same in a terminal, under
-``nohup`` or ``&`` (where a shell starts children with SIGINT ignored) and under SLURM.
-Snakemake then stops its jobs and exits, every finished episode stays, and the next run
-resumes. Snakemake's full output is in ``.snakemake/log/`` whatever is shown here.
+SIGTERM and SIGHUP on to that group (snakemake and its jobs) exactly once: so a stop
+works the same in a terminal, under ``nohup`` or ``&`` (where a shell starts children
+with SIGINT ignored) and under SLURM. The jobs cancel their model calls, snakemake exits,
+every finished episode stays, and the next run resumes. Snakemake dies with
+``episcribe``: a ``kill -9`` of ``episcribe`` sends it SIGTERM (stopping.die_with_parent).
+Snakemake's full output is in ``.snakemake/log/`` whatever is shown here.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -44,7 +47,7 @@ def run(
     stop.view = view
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, process_group=0,
+        text=True, process_group=0, preexec_fn=stopping.die_with_parent(),
     )  # fmt: skip
     stop.attach(proc)
     assert proc.stdout is not None
@@ -87,7 +90,7 @@ class _Stop:
     def attach(self, proc: subprocess.Popen) -> None:
         self.proc = proc
         if self.number:  # arrived while snakemake was being started
-            proc.send_signal(self.number)
+            self._pass_on(self.number)
 
     def _on_signal(self, number: int, _frame) -> None:
         if not self.signal:
@@ -96,4 +99,12 @@ class _Stop:
             if self.view is not None:
                 self.view.halted = True
         if self.proc is not None:
-            self.proc.send_signal(number)
+            self._pass_on(number)
+
+    def _pass_on(self, number: int) -> None:
+        """To snakemake's group: its jobs stop their model calls without waiting for it."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, number)
+        except ProcessLookupError:  # it has exited already
+            pass

@@ -8,7 +8,14 @@
   semaphore), the handler waits for itself. :func:`guard_sigterm` replaces the handler
   with one that takes no lock: it writes a byte to a pipe, and a helper thread does the
   scheduler's work with the locks taken normally. 9.27.1 is the newest release and has
-  the bug, hence the exact pin in pyproject.
+  the bug, hence the exact pin in pyproject. Snakemake's graceful stop then waits for its
+  running jobs, and an annotate job may wait minutes on a stuck model call: the helper
+  thread passes SIGTERM on to the annotate jobs, which cancel their calls
+  (:mod:`episcribe.pipeline.job_stop`) and exit within seconds.
+- ``kill -9`` of ``episcribe`` would leave snakemake, in a process group of its own, to
+  run to the end. :func:`die_with_parent`, run in the child between fork and exec, asks
+  Linux to send it SIGTERM when ``episcribe`` dies (``PR_SET_PDEATHSIG``): snakemake then
+  stops as after any SIGTERM, and its owner watch ends the jobs and the model server.
 - ``kill -9`` of snakemake leaves its lock files in ``.snakemake/locks``, and the next run
   stops with "Directory cannot be locked". :func:`unlock_if_abandoned` removes them when
   no snakemake process works in the directory any more.
@@ -16,9 +23,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -27,6 +38,9 @@ from episcribe.errors import UserError
 
 # Jobs of a killed snakemake notice within ~2 s that it is gone (server.exit_when_owner_dies).
 HOLDERS_GRACE_S = 5.0
+# The script of the jobs that call the model (rules/annotate.smk).
+ANNOTATE_SCRIPT = "annotate_episodes.py"
+SHELLS = {"sh", "dash", "bash", "zsh"}
 
 
 def guard_sigterm() -> None:
@@ -43,6 +57,7 @@ def guard_sigterm() -> None:
             with scheduler._lock:
                 scheduler._user_kill = "graceful"
             scheduler._open_jobs.release()
+            stop_annotate_jobs()
 
     def exit_gracefully(self, *args) -> None:
         asked.append(self)
@@ -53,6 +68,41 @@ def guard_sigterm() -> None:
 
     threading.Thread(target=stop_gracefully, name="episcribe sigterm", daemon=True).start()
     JobScheduler.exit_gracefully = exit_gracefully
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for a child that gets SIGTERM when this process dies (Linux;
+    elsewhere None). libc is loaded here, in the parent: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
+def stop_annotate_jobs() -> None:
+    """SIGTERM to this process's annotate jobs (the Python processes, not the shells
+    snakemake starts them through: a shell's exit would fail the job at once)."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmdline = proc.cmdline()
+            if (
+                cmdline
+                and Path(cmdline[0]).name not in SHELLS
+                and any(part.endswith(ANNOTATE_SCRIPT) for part in cmdline[1:])
+            ):
+                proc.terminate()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
 
 
 def snakemake_processes(workdir: Path) -> list[psutil.Process]:

@@ -106,8 +106,12 @@ class LeRobotDataset:
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | os.PathLike) -> LeRobotDataset:
-        """Read and check ``meta/``; raise DatasetError on anything we cannot use."""
+    def open(cls, root: str | os.PathLike, episodes: Sequence[int] | None = None) -> LeRobotDataset:
+        """Read and check ``meta/``; raise DatasetError on anything we cannot use.
+
+        ``episodes``: only the data and video files holding these must exist (published
+        datasets often lack some files); None: every file meta/episodes names.
+        """
         root = Path(os.path.abspath(os.path.expanduser(root)))
         if not root.is_dir():
             raise DatasetError(f"dataset directory {root} does not exist")
@@ -124,16 +128,16 @@ class LeRobotDataset:
             )
         columns, tasks = read_episodes(root, cameras)
         dataset = cls(root, info, columns, tasks)
-        dataset._check_files()
+        dataset._check_files(None if episodes is None else {int(e) for e in episodes})
         return dataset
 
-    def _check_files(self) -> None:
+    def _check_files(self, wanted: set[int] | None) -> None:
         cols = self._cols
         episodes = cols["episode_index"]
         data_keys = np.stack([cols["data/chunk_index"], cols["data/file_index"]], axis=1)
         for (chunk, file), eps in group_rows(data_keys, episodes):
             path = self._data_path(chunk, file)
-            if not path.is_file():
+            if not path.is_file() and (wanted is None or wanted.intersection(eps)):
                 raise DatasetError(
                     f"data file {path} is missing; meta/episodes says episode(s) "
                     f"{short_list(eps)} are stored in it. Restore the file (re-download "
@@ -154,6 +158,8 @@ class LeRobotDataset:
                     f"there is: {listing(self.root / 'videos')}. Fix video_path in info.json "
                     "or move the files"
                 )
+            if wanted is not None:
+                missing = [(p, eps) for p, eps in missing if wanted.intersection(eps)]
             if missing:
                 path, eps = missing[0]
                 raise DatasetError(
@@ -316,6 +322,10 @@ class LeRobotDataset:
                 self._path_cache[(cam, chunk, file)] = path
             files.add(path)
         return sorted(files)
+
+    def absent_files(self) -> list[Path]:
+        """Data and video files meta/episodes names that are not on disk."""
+        return [p for p in self.source_files(self.episode_indices()) if not p.is_file()]
 
     def episode_fingerprint(self, index: int) -> str:
         """A stable sha256 of what the annotators see of this episode (no mtimes)."""

@@ -186,7 +186,13 @@ def read_episodes(root: Path, cameras: Sequence[str]) -> tuple[dict[str, np.ndar
                     "episodes metadata is incomplete"
                 )
             numeric[c].append(col.to_numpy())
-        tasks.extend(table.column("tasks").to_pylist())
+        try:
+            tasks.extend(table.column("tasks").to_pylist())
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"{path}: a task text in column 'tasks' is not valid UTF-8 ({exc.object[:40]!r}); "
+                "re-encode the task texts as UTF-8"
+            ) from None
     columns = {c: np.concatenate(parts) for c, parts in numeric.items()}
     episodes = columns["episode_index"]
     uniq, counts = np.unique(episodes, return_counts=True)

@@ -3,9 +3,11 @@
 - ``download_dataset``: a Hub dataset (``dataset.repo_id`` at ``dataset.revision``) is
   fetched into ``resources/hub/<owner>__<name>/<revision>/``: first ``meta/``, then the
   data and video files its ``info.json`` templates name, nothing else of the repo (cards,
-  images, archives). A record beside the directory names the commit it holds; while it
-  matches the config, a run makes no Hub request at all (offline re-runs work; delete the
-  directory to fetch a branch's newer commit).
+  images, archives); with ``dataset.only_episodes``, only the files that hold one of
+  those episodes (published datasets often lack some files, and the others are not
+  needed). A record beside the directory names the commit and the episodes it holds;
+  while it covers the config, a run makes no Hub request at all (offline re-runs work;
+  delete the directory to fetch a branch's newer commit).
 - ``push_dataset``: creates the repo when needed, writes the dataset card as README.md
   (from memory when the folder is the user's own dataset, written in place) and uploads
   the folder with ``upload_folder``, which (with ``hf_xet``, a dependency of
@@ -39,14 +41,21 @@ def local_dir(repo_id: str, revision: str | None) -> Path:
     return HUB_DIR / repo_id.replace("/", "__") / rev
 
 
-def download_dataset(repo_id: str, revision: str | None, dest: Path) -> Path:
-    """Fetch the dataset's meta, data and video files into ``dest`` (once); return it."""
+def download_dataset(
+    repo_id: str, revision: str | None, dest: Path, episodes: list[int] | None = None
+) -> Path:
+    """Fetch the dataset's meta, and the data and video files of ``episodes`` (None: all),
+    into ``dest`` (once); return it."""
     record_path = dest.parent / f"{dest.name}.json"
     wanted = {"repo_id": repo_id, "revision": revision or "main"}
     if record_path.is_file() and (dest / "meta" / "info.json").is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if {k: record.get(k) for k in wanted} == wanted:
+        held = record.get("episodes")
+        covered = held is None or (episodes is not None and set(episodes) <= set(held))
+        if {k: record.get(k) for k in wanted} == wanted and covered:
             return dest
+        if episodes is not None and held is not None:
+            episodes = sorted(set(episodes) | set(held))  # keep what is there in the record
     from huggingface_hub import HfApi, snapshot_download
 
     started = time.monotonic()
@@ -60,8 +69,12 @@ def download_dataset(repo_id: str, revision: str | None, dest: Path) -> Path:
                 f"Hub dataset {repo_id} has no meta/info.json: it is not a LeRobot dataset "
                 "(check dataset.repo_id)"
             )
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        snapshot_download(**fetch, allow_patterns=content_patterns(info))
+        if episodes is None:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+            patterns = content_patterns(info)
+        else:
+            patterns = episode_files(dest, episodes)
+        snapshot_download(**fetch, allow_patterns=patterns)
     except HubError:
         raise
     except Exception as exc:
@@ -78,8 +91,36 @@ def download_dataset(repo_id: str, revision: str | None, dest: Path) -> Path:
         seconds,
         dest,
     )
-    write_json(record_path, wanted | {"commit": commit, "files": len(files), "bytes": size})
+    record = wanted | {"commit": commit, "files": len(files), "bytes": size}
+    write_json(record_path, record | {"episodes": episodes})
     return dest
+
+
+def episode_files(root: Path, episodes: list[int]) -> list[str]:
+    """The data and video files (relative paths) holding these episodes, from meta/."""
+    from episcribe.lerobot.dataset_files import fill_template, read_episodes, read_info
+
+    info = read_info(root)
+    cameras = [
+        k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"
+    ]
+    columns, _ = read_episodes(root, cameras)
+    selected = {int(e) for e in episodes}
+    rows = [i for i, e in enumerate(columns["episode_index"]) if int(e) in selected]
+    files = set()
+    for row in rows:
+        files.add(fill_template(
+            info, "data_path",
+            chunk_index=int(columns["data/chunk_index"][row]),
+            file_index=int(columns["data/file_index"][row]),
+        ))  # fmt: skip
+        for cam in cameras:
+            files.add(fill_template(
+                info, "video_path", video_key=cam,
+                chunk_index=int(columns[f"videos/{cam}/chunk_index"][row]),
+                file_index=int(columns[f"videos/{cam}/file_index"][row]),
+            ))  # fmt: skip
+    return sorted(files)
 
 
 def content_patterns(info: dict) -> list[str]:

@@ -15,12 +15,16 @@ Steps of ``write_annotated``:
    write one row group per episode. Every other column keeps its values. An episode
    that is not annotated in this run (``dataset.only_episodes``) keeps exactly the
    language rows the source has for it, or none.
-4. Write ``meta/info.json`` with the two features and the ``say`` tool (user tools kept),
-   and ``meta/episcribe.json``: what produced the annotations (a file LeRobot does not
-   read), so a dataset made with the fake server says so.
+4. Write ``meta/episcribe.json``: what produced the annotations (a file LeRobot does not
+   read), so a dataset made with the fake server says so; and ``meta/info.json`` with
+   the two features and the ``say`` tool (user tools kept).
 
-Before step 2 the temporary files a killed earlier write left in the destination are
-removed, so none outlives the run that resumes it.
+Steps 3 and 4 write pending siblings only; then one short phase renames them all,
+``meta/info.json`` last (:mod:`episcribe.file_commit`), so a reader sees the dataset
+mixed only for the milliseconds of the renames, and a write killed during them is
+finished by the next one. Before step 2 what a killed earlier write left in the
+destination is finished (or its unfinished files removed), so none outlives the run
+that resumes it.
 
 Invariants: the source is never modified (in a new root, links are only ever
 replaced by renames, never written through); every file is written to a
@@ -48,6 +52,7 @@ import pyarrow.parquet as pq
 from episcribe import __version__
 from episcribe.atomic import atomic_path, remove_stale_temporaries, write_json
 from episcribe.errors import DatasetError, UserError
+from episcribe.lerobot.file_commit import FileCommit, finish_interrupted
 from episcribe.lerobot.language import (
     EVENT_COLUMN,
     EVENTS,
@@ -314,9 +319,23 @@ def write_annotated(
 
     prepared = _prepare(Path(staging_dir), episodes, modules)  # raises before any write
     shards = [Path(p).resolve() for p in dataset.data_files()]
+    # Files the source lacks (published datasets often do) hold none of these episodes
+    # (LeRobotDataset.open checked): the output lacks them too, as the source does.
+    absent = [Path(p).resolve() for p in dataset.absent_files()]
+    shards = [p for p in shards if p not in absent]
+    if absent:
+        log.warning(
+            "%d file(s) meta/episodes names are missing in %s and stay missing in the output: %s",
+            len(absent),
+            source,
+            ", ".join(str(p.relative_to(source)) for p in absent[:5]),
+        )
     files_written: list[str] = []
     linked = copied = 0
     if dest.exists():
+        note = finish_interrupted(dest)
+        if note:
+            log.warning("%s", note)
         for path in remove_stale_temporaries(dest):
             log.info("removed %s, left by an interrupted write", path)
     if destination is not None:
@@ -335,28 +354,33 @@ def write_annotated(
                 copied += how == "copied"
 
     stats = {"events_placed": 0, "kept": 0}
-    for shard in shards:
-        target = dest / shard.relative_to(source)
-        _rewrite_shard(shard, target, prepared, stats)
-        files_written.append(str(target.relative_to(dest)))
-        log.info("wrote %s", target)
+    commit = FileCommit(dest)
+    try:
+        for shard in shards:
+            target = dest / shard.relative_to(source)
+            _rewrite_shard(shard, commit.pending(target), prepared, stats)
+            files_written.append(str(target.relative_to(dest)))
+            log.info("wrote %s (pending)", target)
 
-    # From disk, not dataset.info: keep every key exactly as the user's file has it.
-    info = json.loads((source / "meta" / "info.json").read_text(encoding="utf-8"))
-    write_json(dest / "meta" / "info.json", _annotated_info(info))
-    files_written.append("meta/info.json")
-    write_json(
-        dest / PROVENANCE,
-        {
-            "tool": "episcribe",
-            "version": __version__,
-            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "episodes_annotated": episodes,
-            "modules": modules,
-            **(provenance or {}),
-        },
-    )
-    files_written.append(PROVENANCE)
+        write_json(
+            commit.pending(dest / PROVENANCE),
+            {
+                "tool": "episcribe",
+                "version": __version__,
+                "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "episodes_annotated": episodes,
+                "modules": modules,
+                **(provenance or {}),
+            },
+        )
+        # From disk, not dataset.info: keep every key exactly as the user's file has it.
+        info = json.loads((source / "meta" / "info.json").read_text(encoding="utf-8"))
+        write_json(commit.pending(dest / "meta" / "info.json"), _annotated_info(info))
+        files_written += ["meta/info.json", PROVENANCE]
+    except BaseException:
+        commit.discard()
+        raise
+    commit.apply()
 
     n_events = sum(ep.n_events() for ep in prepared.values())
     if stats["events_placed"] != n_events:
@@ -379,4 +403,5 @@ def write_annotated(
         },
         "events_unplaced": n_events - stats["events_placed"],
         "rows_kept_of_other_episodes": stats["kept"],
+        "missing_in_source": [str(p.relative_to(source)) for p in absent],
     }

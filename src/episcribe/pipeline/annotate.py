@@ -24,6 +24,8 @@ from episcribe.modules import registry
 from episcribe.modules.base import EpisodeContext, FrameSource
 from episcribe.modules.prompts import PromptSet, prompt_files
 from episcribe.pipeline.cache import EpisodeCache, digest, record_delivery
+from episcribe.pipeline.call_answers import AnswerMemory, answers_dir
+from episcribe.pipeline.job_stop import run_until_stopped
 from episcribe.pipeline.outcomes import JobSummary, check_failures
 from episcribe.pipeline.staging import read_rows, staging_file
 from episcribe.vlm import server
@@ -58,7 +60,7 @@ def run_job(spec: JobSpec) -> JobSummary:
     if spec.metrics_path is not None:
         # The metrics describe this job's calls only (a re-run must not double count).
         spec.metrics_path.unlink(missing_ok=True)
-    dataset = LeRobotDataset.open(spec.dataset_root)
+    dataset = LeRobotDataset.open(spec.dataset_root, spec.episodes)
     prompts = PromptSet(spec.prompts_dir)
     cache = EpisodeCache(spec.cache_dir, spec.module, _job_identity(spec))
     summary = JobSummary(module=spec.module)
@@ -83,9 +85,9 @@ def run_job(spec: JobSpec) -> JobSummary:
         log.info("episode %06d: %d rows restored from cache", index, len(rows))
 
     if pending and not registry.asks_model(spec.module):
-        asyncio.run(_run_episodes(spec, dataset, prompts, cache, pending, summary, None))
+        run_until_stopped(_run_episodes(spec, dataset, prompts, cache, pending, summary, None))
     elif pending:
-        asyncio.run(_annotate(spec, dataset, prompts, cache, pending, summary))
+        run_until_stopped(_annotate(spec, dataset, prompts, cache, pending, summary))
     summary.seconds = time.monotonic() - started
     log.info(
         "%s: %d episodes annotated, %d from cache, %d incomplete; %d rows, %d skipped "
@@ -128,6 +130,7 @@ def _job_identity(spec: JobSpec) -> str:
 async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary) -> None:
     # The server (when this job is the first to need it) comes up in its own processes
     # while this one imports the client, instead of one after the other.
+    # Awaited, not waited on: a stop signal is handled while the server starts.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="server") as starter:
         server_urls = starter.submit(server.ensure, spec.vlm, spec.run_dir)
         # Imported here: the openai client is slow to import, which a job
@@ -135,7 +138,7 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         from episcribe.vlm.client import VlmClient
         from episcribe.vlm.slots import SlotPool
 
-        urls = server_urls.result()
+        urls = await asyncio.wrap_future(server_urls)
     # Decoding and JPEG encoding (asyncio.to_thread) run on one worker thread, first come
     # first served: the episodes started first get their frames first and start calling
     # the model, instead of every episode of the job (and of the jobs beside it) decoding
@@ -172,10 +175,14 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
             t0 = time.monotonic()
             episode = await asyncio.to_thread(dataset.load_episode, index)
             vlm = dict(spec.vlm, camera_key=spec.model.get("camera_key"))
+            memory = None
+            if client is not None:
+                where = answers_dir(spec.cache_dir, spec.module, index)
+                memory = AnswerMemory(client, where, cache.identity)
             ctx = EpisodeContext(
                 dataset=dataset,
                 episode=episode,
-                client=client,
+                client=memory or client,
                 prompts=prompts,
                 settings=spec.settings,
                 vlm=vlm,
@@ -186,6 +193,8 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
             rows = await run_episode(ctx)
             if not ctx.failed_calls:
                 cache.put(key, rows)
+                if memory is not None:
+                    memory.forget()
             else:
                 summary.incomplete.append(index)
             cache.deliver(key, rows, spec.staging_dir, index)
@@ -200,11 +209,13 @@ async def _run_episodes(spec, dataset, prompts, cache, pending, summary, client)
             summary.rows += len(rows)
             summary.skipped += ctx.skipped
             log.info(
-                "episode %06d: %d rows, %d skipped answers, %d failed calls%s, %.1f s",
+                "episode %06d: %d rows, %d skipped answers, %d failed calls, %d answers of "
+                "an earlier incomplete run reused%s, %.1f s",
                 index,
                 len(rows),
                 ctx.skipped,
                 ctx.failed_calls,
+                memory.reused if memory is not None else 0,
                 " (incomplete: not cached, asked again next run)" if ctx.failed_calls else "",
                 time.monotonic() - t0,
             )

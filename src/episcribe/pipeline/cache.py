@@ -18,7 +18,9 @@ this run validates and writes what it has) but not cached, and is recorded in
 workflow passes those counts to the episode's job as a param, so the next ``snakemake``
 run re-runs that job, and the job asks the model again for exactly those episodes (the
 others come from the cache). The count only grows, so once the episode is complete the
-param stays as it was and nothing re-runs again.
+param stays as it was and nothing re-runs again. The re-run asks the model only for the
+calls that failed: the answers that arrived are kept per call
+(:mod:`episcribe.pipeline.call_answers`).
 
 Asking the model anew for an episode whose answers are cached is an explicit act,
 :func:`redo` (``episcribe redo``): it forgets the episode's entry and
@@ -32,9 +34,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from episcribe.atomic import write_json, write_text
+from episcribe.pipeline.call_answers import answers_dir
 from episcribe.pipeline.staging import read_rows, staging_file, write_rows
 
 
@@ -135,6 +139,7 @@ def redo(
         if record.exists():
             _entry(module_dir, record.read_text().strip()).unlink(missing_ok=True)
             record.unlink()
+        shutil.rmtree(answers_dir(cache_root, module, episode), ignore_errors=True)
         if staged.exists():
             staged.unlink()
             done.append(episode)

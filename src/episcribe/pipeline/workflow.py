@@ -81,7 +81,9 @@ def fetch_dataset(config: dict) -> None:
     """Download dataset.repo_id when no dataset.root is set (nothing when it is cached)."""
     dataset = config["dataset"]
     if not dataset["root"] and dataset["repo_id"]:
-        hub.download_dataset(dataset["repo_id"], dataset["revision"], dataset_root(config))
+        hub.download_dataset(
+            dataset["repo_id"], dataset["revision"], dataset_root(config), dataset["only_episodes"]
+        )
 
 
 def push_repo(config: dict) -> str | None:
@@ -119,7 +121,7 @@ class WorkflowPlan:
         self.push_repo = push_repo(config)
         self.config = config
         self.prompts_dir = prompts_dir
-        self.dataset = LeRobotDataset.open(dataset_root(config))
+        self.dataset = LeRobotDataset.open(dataset_root(config), config["dataset"]["only_episodes"])
         self.name = dataset_name(config)
         self.paths = Layout(self.name)
         self.episodes = self.dataset.episode_indices(config["dataset"]["only_episodes"])

@@ -129,7 +129,7 @@ def render_images(
     Returns counts (also logged).
     """
     started, cpu = time.monotonic(), time.process_time()
-    dataset = LeRobotDataset.open(dataset_root)
+    dataset = LeRobotDataset.open(dataset_root, episodes)
     camera = model.get("camera_key") or dataset.cameras[0]
     timelines_dir, overlays_dir = Path(timelines_dir), Path(overlays_dir)
     timelines_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def build_report(
     summarize_run. The workflow runs the two as separate rules."""
     started, cpu = time.monotonic(), time.process_time()
     if not (model.get("camera_key") and dataset_name):
-        dataset = LeRobotDataset.open(dataset_root)
+        dataset = LeRobotDataset.open(dataset_root, episodes)
         model = {**model, "camera_key": model.get("camera_key") or dataset.cameras[0]}
         dataset_name = dataset_name or dataset.name
     caps = {"max_timelines": max_timelines, "max_overlay_episodes": max_overlay_episodes}
