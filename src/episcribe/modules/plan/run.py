@@ -68,8 +68,8 @@ from episcribe.modules.base import (
     sample_times,
     snap_indices,
 )
-from episcribe.modules.plan.grounding import facts, snap_boundaries, upstream_keystates
 from episcribe.modules.plan import SHEET_TILES
+from episcribe.modules.plan.grounding import facts, snap_boundaries, upstream_keystates
 
 log = logging.getLogger(__name__)
 
