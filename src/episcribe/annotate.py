@@ -148,6 +148,8 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         concurrency=spec.vlm["client_concurrency"],
         max_completion_tokens=token_budgets(spec.vlm),
         enable_thinking=spec.vlm["enable_thinking"],
+        chat_template_kwargs=spec.vlm["chat_template_kwargs"],
+        reasoning_effort=spec.vlm["reasoning_effort"],
         temperature=spec.vlm["temperature"],
         timeout_s=spec.vlm["request_timeout_s"],
         max_retries=spec.vlm["max_retries"],
