@@ -202,20 +202,34 @@ class WorkflowPlan:
             Path(path).name: Path(path).read_text(encoding="utf-8")
             for path in self.all_prompt_inputs()
         }
-        return {
+        provenance = {
             "backend": self.config["vlm"]["backend"],
             "fake_annotations": self.config["vlm"]["backend"] == "fake",
             "model": self.model,
             "prompts_sha256": digest(prompts),
         }
+        source = self.hub_source()
+        if source is not None:
+            provenance["source"] = source
+        return provenance
+
+    def hub_source(self) -> dict | None:
+        """The Hub repo, revision asked, ref resolved and commit annotated (None: local)."""
+        dataset = self.config["dataset"]
+        if dataset["root"] or not dataset["repo_id"]:
+            return None
+        record = hub.download_record(self.dataset.root) or {}
+        keys = ("repo_id", "revision", "ref", "commit")
+        return {key: record.get(key) for key in keys} | {"repo_id": dataset["repo_id"]}
 
     def push_params(self) -> dict:
         """push_dataset's params: the folder, the repo and what its dataset card says."""
         dataset, output = self.config["dataset"], self.config["output"]
-        if dataset["root"] or not dataset["repo_id"]:
+        hub_source = self.hub_source()
+        if hub_source is None:
             source = f"a local dataset, `{self.dataset.root.name}`"
         else:
-            source = f"`{dataset['repo_id']}` (revision {dataset['revision'] or 'main'})"
+            source = f"`{dataset['repo_id']}` ({hub_source['ref']}, commit {hub_source['commit']})"
         model_id = self.model["model_id"]
         return {
             "folder": self.destination() or str(self.dataset.root),
