@@ -22,7 +22,7 @@ from pathlib import Path
 from . import hub, registry
 from .cache import digest, incomplete_runs
 from .dataset import LeRobotDataset
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
 from .prompts import asks_model, prompt_files
 from .staging import staging_paths
 from .vlm.identity import model_identity
@@ -90,6 +90,36 @@ def fetch_dataset(config: dict) -> None:
         hub.download_dataset(dataset["repo_id"], dataset["revision"], dataset_root(config))
 
 
+def model_camera(dataset: LeRobotDataset, camera_key: str | None, modules: list[str]) -> str | None:
+    """The camera the plan and interjection prompts show: vlm.camera_key, else the
+    dataset's first colour camera (never a depth stream). None when no module shows one."""
+    depth = dataset.depth_streams
+    if camera_key in depth:
+        raise ConfigError(
+            f"vlm.camera_key {camera_key!r} of {dataset.root} is a depth stream "
+            "(video.is_depth_map in meta/info.json), which the model is never shown; "
+            f"set it to one of its cameras: {', '.join(dataset.cameras) or 'none'}"
+        )
+    if not dataset.cameras:
+        showing = [m for m in modules if asks_model(m)]
+        if showing:
+            switches = sorted({f"{registry.MODULES[m].section}.enabled=false" for m in showing})
+            raise DatasetError(
+                f"{dataset.root / 'meta/info.json'}: its only video streams are depth maps "
+                f"({', '.join(depth)}), and {', '.join(showing)} need a colour camera to show "
+                f"the model; annotate a dataset with one, or set {' '.join(switches)} to "
+                "derive only the robot's signals"
+            )
+        return None
+    camera = camera_key or dataset.cameras[0]
+    if camera not in dataset.cameras:
+        raise ConfigError(
+            f"vlm.camera_key {camera!r} is not a camera of {dataset.root}; "
+            f"its cameras are: {', '.join(dataset.cameras)}"
+        )
+    return camera
+
+
 def push_repo(config: dict) -> str | None:
     """The Hub repo output.push_to_hub uploads to (None: no push)."""
     if not config["output"]["push_to_hub"]:
@@ -135,12 +165,7 @@ class WorkflowPlan:
         self.shards = shard_episodes(
             self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
         )
-        camera = config["vlm"]["camera_key"] or self.dataset.cameras[0]
-        if camera not in self.dataset.cameras:
-            raise ConfigError(
-                f"vlm.camera_key {camera!r} is not a camera of {self.dataset.root}; "
-                f"its cameras are: {', '.join(self.dataset.cameras)}"
-            )
+        camera = model_camera(self.dataset, config["vlm"]["camera_key"], self.modules)
         self.model = model_identity(config["vlm"], camera)
         self._staging_cache: dict[str, list[str]] = {}
         self._sources_cache: dict[Shard, list[str]] = {}
