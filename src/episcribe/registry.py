@@ -30,6 +30,10 @@ class ModuleSpec:
     priority: int = 0  # higher runs first among ready jobs
     # (module, style): its rows of that style replace that module's at the same timestamp
     supersedes: tuple[str, str] | None = None
+    # modules whose event frames its own events keep off (LeRobot trains one event kind
+    # per frame); their `placement` settings join its settings, so it re-runs with them
+    avoids: tuple[str, ...] = ()
+    placement: tuple[str, ...] = ()  # its settings that decide which frames its events hold
 
     def run_episode(self) -> Callable:
         path, _, name = self.runner.partition(":")
@@ -69,6 +73,7 @@ SPECS = (
         upstream=("plan",),
         seeded=True,
         priority=20,
+        avoids=("vqa",),
     ),
     ModuleSpec(
         name="plan_update",
@@ -90,6 +95,7 @@ SPECS = (
         prompt_kinds=("vqa_bbox", "vqa_keypoint", "vqa_count", "vqa_attribute", "vqa_spatial"),
         section="vqa",
         seeded=True,
+        placement=("vqa_emission_hz", "restrict_to_default_camera"),
     ),
 )
 MODULES: dict[str, ModuleSpec] = {spec.name: spec for spec in SPECS}

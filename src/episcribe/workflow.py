@@ -301,7 +301,12 @@ class WorkflowPlan:
 
     def module_settings(self, module: str) -> dict:
         spec = registry.MODULES[module]
-        return self.config[spec.section] if spec.settings else {}
+        settings = self.config[spec.section] if spec.settings else {}
+        for other in (m for m in spec.avoids if m in self.modules):
+            section = self.config[registry.MODULES[other].section]
+            placement = {key: section[key] for key in registry.MODULES[other].placement}
+            settings = {**settings, f"{other}_frames": placement}
+        return settings
 
     def module_params(self, module: str, shard: Shard) -> dict:
         """The rule's params: exactly what may change this module's answers."""

@@ -14,7 +14,10 @@ Per episode (event rows):
   and the one that follows, and writes what a person says, which must ask for exactly what
   the robot then visibly does (the recording cannot change), and the robot's spoken reply.
   It becomes an ``interjection`` row (role user) and a speech atom, both at the boundary's
-  exact frame timestamp. A failed or empty answer emits neither (skipped, counted).
+  exact frame timestamp, moved to the first later frame no VQA pair holds when one does
+  (``placement``: LeRobot trains one event kind per frame; the ``vqa_frames`` setting,
+  filled in by the workflow when vqa runs, says where its pairs go). A failed or empty
+  answer emits neither (skipped, counted).
 
 All calls of an episode are in flight at once.
 """
@@ -35,6 +38,7 @@ from .base import (
     upstream_subtasks,
     upstream_task,
 )
+from .placement import interjection_frames, vqa_frame_set
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ SCENARIOS = (
         '(e.g. "I\'d like the yellow one first.").',
     ),
 )
-DEFAULTS = {"max_interjections_per_episode": 3, "interjection_min_t": 2.0}
+DEFAULTS = {"max_interjections_per_episode": 3, "interjection_min_t": 2.0, "vqa_frames": None}
 
 
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
@@ -73,7 +77,11 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     task = upstream_task(ctx)
     subtasks = upstream_subtasks(ctx)
     chosen = choose_boundaries(
-        ctx, [t for t, _ in subtasks], s["interjection_min_t"], s["max_interjections_per_episode"]
+        ctx,
+        [t for t, _ in subtasks],
+        s["interjection_min_t"],
+        s["max_interjections_per_episode"],
+        vqa_frames_to_avoid(ctx, s["vqa_frames"]),
     )
     rng = rng_for(ctx.seed, ctx.episode.index, MODULE + ":scenario")
     scenarios = [rng.choice(SCENARIOS) for _ in chosen]
@@ -117,18 +125,31 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
 
 
 def choose_boundaries(
-    ctx: EpisodeContext, starts: list[float], min_t: float, max_n: int
+    ctx: EpisodeContext,
+    starts: list[float],
+    min_t: float,
+    max_n: int,
+    avoid: set[int] = frozenset(),
 ) -> list[float]:
-    """The boundaries that get an interjection: seeded sample, in time order, real frames."""
+    """The boundaries that get an interjection: seeded sample, in time order, real frames,
+    each moved off the frames in ``avoid``."""
     ts = ctx.timestamps
     if not starts or max_n <= 0:
         return []
     first = frame_time(ts, 0)
     indices = sorted(set(snap_indices(ts, starts).tolist()) - {0})
-    candidates = [frame_time(ts, i) for i in indices]
-    candidates = [t for t in candidates if t - first >= min_t - 1e-6]
+    candidates = [i for i in indices if frame_time(ts, i) - first >= min_t - 1e-6]
     rng = rng_for(ctx.seed, ctx.episode.index, MODULE)
-    return sorted(rng.sample(candidates, min(max_n, len(candidates))))
+    chosen = sorted(rng.sample(candidates, min(max_n, len(candidates))))
+    return [frame_time(ts, i) for i in interjection_frames(chosen, avoid, len(ts))]
+
+
+def vqa_frames_to_avoid(ctx: EpisodeContext, vqa: dict | None) -> set[int]:
+    """The frames the vqa module puts its pairs on (none when it does not run)."""
+    if not vqa:
+        return set()
+    n_cameras = 1 if vqa["restrict_to_default_camera"] else len(ctx.dataset.cameras)
+    return vqa_frame_set(ctx.timestamps, vqa["vqa_emission_hz"], n_cameras)
 
 
 def window_times(ts, boundary: float) -> list[float]:
