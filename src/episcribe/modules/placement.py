@@ -17,7 +17,11 @@ cameras asked, so the interjections module computes them without waiting for the
 module: VQA needs neither the plan nor the interjections, and its jobs keep filling the
 server from the start. The price: the interjection jobs take the VQA placement settings
 (``vqa_frames`` in their settings), so changing the VQA rate re-runs interjections and
-plan_update (a few calls per episode), never the other way round.
+plan_update (a few calls per episode), never the other way round. Moving VQA off the
+interjections instead would make every VQA job wait for the plan and re-ask all of an
+episode's VQA calls whenever any plan prompt or setting changes. And a moved
+interjection's refreshed plan (plan_update) sits a frame or two after the subtask's own
+plan row rather than replacing it: the old plan is active for those frames.
 """
 
 from __future__ import annotations
