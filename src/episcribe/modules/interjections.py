@@ -95,8 +95,11 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         return [speech_atom(speech, first)]
 
     async def interject(boundary: float, scenario: tuple[str, str]) -> list[dict]:
-        before = [text for t, text in subtasks if t < boundary]
-        after = [text for t, text in subtasks if t >= boundary]
+        # The subtask active at the interjection is the one it asks for (a boundary moved
+        # off a VQA frame lies a frame or two into it).
+        active = sum(1 for t, _ in subtasks if t <= boundary + 1e-6) - 1
+        before = [text for _, text in subtasks[: max(active, 0)]]
+        after = [text for _, text in subtasks[max(active, 0) :]]
         times = window_times(ts, boundary)
         urls, layout = await ctx.frames.sheets(ctx.camera, times, 1)
         fields = {
