@@ -121,3 +121,14 @@ def test_the_validator_names_the_episode_and_frame_where_events_still_meet(
     assert "(frame 5)" in shared[0].message
     expected = "beside a spoken exchange" if speech else "VQA pairs of 2 cameras"
     assert expected in shared[0].message
+
+
+def test_an_interjection_moved_into_its_subtask_still_asks_about_that_subtask():
+    from episcribe.modules.interjections import subtask_context
+
+    subtasks = [(0.0, "reach"), (1.5, "grasp"), (3.0, "lift")]
+    at_start = subtask_context(subtasks, 1.5)
+    assert at_start == ("reach", "grasp")
+    assert subtask_context(subtasks, 1.7) == at_start  # moved two frames on
+    assert subtask_context(subtasks, 3.1) == ("grasp", "lift")
+    assert subtask_context([], 1.0) == ("(starting)", "(finishing the task)")

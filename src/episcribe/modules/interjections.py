@@ -95,11 +95,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         return [speech_atom(speech, first)]
 
     async def interject(boundary: float, scenario: tuple[str, str]) -> list[dict]:
-        # The subtask active at the interjection is the one it asks for (a boundary moved
-        # off a VQA frame lies a frame or two into it).
-        active = sum(1 for t, _ in subtasks if t <= boundary + 1e-6) - 1
-        before = [text for _, text in subtasks[: max(active, 0)]]
-        after = [text for _, text in subtasks[max(active, 0) :]]
+        previous, following = subtask_context(subtasks, boundary)
         times = window_times(ts, boundary)
         urls, layout = await ctx.frames.sheets(ctx.camera, times, 1)
         fields = {
@@ -108,8 +104,8 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
             "layout": layout,
             "timestamps": format_times(times),
             "boundary": f"{boundary:.3f}",
-            "previous_subtask": before[-1] if before else "(starting)",
-            "next_subtask": after[0] if after else "(finishing the task)",
+            "previous_subtask": previous,
+            "next_subtask": following,
             "scenario": scenario[0],
             "scenario_hint": scenario[1],
         }
@@ -153,6 +149,19 @@ def vqa_frames_to_avoid(ctx: EpisodeContext, vqa: dict | None) -> set[int]:
         return set()
     n_cameras = 1 if vqa["restrict_to_default_camera"] else len(ctx.dataset.cameras)
     return vqa_frame_set(ctx.timestamps, vqa["vqa_emission_hz"], n_cameras)
+
+
+def subtask_context(subtasks: list[tuple[float, str]], boundary: float) -> tuple[str, str]:
+    """(the subtask just finished, the one the interjection asks for) at ``boundary``: the
+    latter is the one active there (a boundary moved off a VQA frame lies a frame or two
+    into it)."""
+    active = max(sum(1 for t, _ in subtasks if t <= boundary + 1e-6) - 1, 0)
+    before = [text for _, text in subtasks[:active]]
+    after = [text for _, text in subtasks[active:]]
+    return (
+        before[-1] if before else "(starting)",
+        after[0] if after else "(finishing the task)",
+    )
 
 
 def window_times(ts, boundary: float) -> list[float]:
