@@ -45,7 +45,7 @@ def hub_numbers(g1: Path, work: Path) -> None:
 
     try:
         hub.publish("lerobot/g1_bottle", g1)
-        dest = work / "resources" / "lerobot__g1_bottle" / "main"
+        dest = work / "resources" / "lerobot__g1_bottle" / "version-tag"
         start = time.perf_counter()
         episcribe_hub.download_dataset("lerobot/g1_bottle", None, dest)
         took = time.perf_counter() - start
@@ -78,6 +78,7 @@ def hub_numbers(g1: Path, work: Path) -> None:
             f"{received:,} bytes received by the stand-in, "
             f"{len(hub.requests()) - before} requests"
         )
+        print(f"refs of me/g1_bench after the push: {hub.refs('me/g1_bench')}")
     finally:
         hub.stop()
 

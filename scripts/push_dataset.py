@@ -1,4 +1,6 @@
-"""Entry point of push_dataset: write the dataset card, upload, keep the receipt."""
+"""Entry point of push_dataset: write the dataset card, upload and tag, keep the receipt."""
+
+import sys
 
 from episcribe.atomic import write_json
 from episcribe.lerobot.hub import dataset_card, push_dataset
@@ -12,6 +14,11 @@ def main(smk):
         p.folder, p.repo_id, private=p.private, commit_message=p.commit_message, card=card
     )
     write_json(smk.output.receipt, receipt)
+    print(
+        f"episcribe: pushed {receipt['repo_id']} (commit {receipt['commit'][:12]}); tag "
+        f"{receipt['tag']} points at it, so LeRobotDataset({receipt['repo_id']!r}) loads it",
+        file=sys.stderr,
+    )
 
 
 script_main(snakemake, main)  # noqa: F821 (injected by Snakemake)

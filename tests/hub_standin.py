@@ -14,8 +14,17 @@ set ``HF_HUB_DISABLE_XET=1``):
     PUT  /lfs-objects/<sha256>                             store one object (checks its hash)
     POST /api/datasets/<repo>/commit/<rev>                 commit the files to the git repo
     POST /api/validate-yaml                                check a dataset card's header
+    POST   /api/datasets/<repo>/tag/<rev>                  tag a revision (409 if it exists)
+    DELETE /api/datasets/<repo>/tag/<tag>                  delete a tag (404 if none)
+    GET    /api/datasets/<repo>/refs                       olah's, but 404 RepoNotFound for
+                                                           a missing repo, as the Hub says
 
-Reads of a repo listed in ``<root>/gated`` are refused as the Hub refuses a gated repo.
+Tags are git tags of the mirror, so olah lists them (``list_repo_refs``) and resolves
+them as revisions. ``publish`` tags the published commit with the dataset's
+``codebase_version``, as LeRobot's datasets on the Hub are tagged.
+
+Reads of a repo listed in ``<root>/gated`` are refused as the Hub refuses a gated repo,
+and tags of a repo listed in ``<root>/tags_refused`` with 403.
 When $STANDIN_HUB_TOKEN is set, writes need ``Authorization: Bearer`` it (401 otherwise,
 as the Hub answers a bad token). Every request is logged to ``<root>/requests.jsonl``
 (method, path, status, bytes received and sent), never its headers. ``--upload-rate``
@@ -40,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -59,7 +69,33 @@ def publish(root: Path, repo_id: str, source: Path) -> str:
     for path in repo.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     _git(repo, "init", "-q", "-b", "main")
-    return _commit_worktree(repo, f"Publish {repo_id}")
+    commit = _commit_worktree(repo, f"Publish {repo_id}")
+    info = repo / "meta" / "info.json"
+    if info.is_file():
+        _git(repo, "tag", json.loads(info.read_text())["codebase_version"], commit)
+    return commit
+
+
+def commit_files(root: Path, repo_id: str, source: Path, message: str) -> str:
+    """Replace ``main``'s files of ``repo_id`` with ``source``'s (tags stay); the commit."""
+    repo = mirror_repo(root, repo_id)
+    for path in repo.iterdir():
+        if path.name != ".git":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.copytree(source, repo, dirs_exist_ok=True)
+    return _commit_worktree(repo, message)
+
+
+def refs(root: Path, repo_id: str) -> dict[str, dict[str, str]]:
+    """{"branches": {name: commit}, "tags": {name: commit}} of the repo, read from git."""
+    out = _git(mirror_repo(root, repo_id), "for-each-ref", "--format=%(refname) %(objectname)")
+    listed: dict[str, dict[str, str]] = {"branches": {}, "tags": {}}
+    for line in out.splitlines():
+        ref, commit = line.split()
+        for prefix, group in (("refs/heads/", "branches"), ("refs/tags/", "tags")):
+            if ref.startswith(prefix):
+                listed[group][ref[len(prefix) :]] = commit
+    return listed
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -204,8 +240,16 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------
     def do_GET(self) -> None:
-        if not self._refused_as_gated():
-            self._forward(b"")
+        if self._refused_as_gated():
+            return
+        # list_repo_refs: olah lists the mirror's git refs, but answers a missing repo
+        # with a bare 404 where the Hub says RepoNotFound (what the client turns into
+        # RepositoryNotFoundError).
+        found = self._repo_path("/api/datasets/", "refs")
+        if found and not mirror_repo(self.hub.root, found[0]).exists():
+            self._log(404)
+            return self._error(404, "RepoNotFound", "Repository not found")
+        self._forward(b"")
 
     def do_HEAD(self) -> None:
         if not self._refused_as_gated():
@@ -232,11 +276,56 @@ class Handler(BaseHTTPRequestHandler):
             return self._validate_yaml(body)
         if path.startswith("/datasets/") and path.endswith(".git/info/lfs/objects/batch"):
             return self._lfs_batch(body)
-        for suffix, handler in (("preupload", self._preupload), ("commit", self._commit)):
+        for suffix, handler in (
+            ("preupload", self._preupload),
+            ("commit", self._commit),
+            ("tag", self._create_tag),
+        ):
             found = self._repo_path("/api/datasets/", suffix)
             if found:
                 return handler(*found, body)
         self._forward(body)
+
+    def do_DELETE(self) -> None:
+        self._body()
+        found = self._repo_path("/api/datasets/", "tag")
+        if not found:
+            self._log(404)
+            return self._error(404, "", f"no route {self.path}")
+        repo_id, tag = found
+        repo = self._writable(repo_id)
+        if repo is None:
+            return
+        tag = urllib.parse.unquote(tag)
+        with self.hub.lock:
+            if tag not in refs(self.hub.root, repo_id)["tags"]:
+                self._log(404)
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {tag}")
+            _git(repo, "tag", "-d", tag)
+        self._log(200)
+        self._send(200, {})
+
+    def _create_tag(self, repo_id: str, rev: str, body: bytes) -> None:
+        repo = self._writable(repo_id)
+        if repo is None:
+            return
+        refused = self.hub.root / "tags_refused"  # a test's way to make tagging fail
+        if refused.exists() and repo_id in refused.read_text().split():
+            self._log(403, len(body))
+            return self._error(403, "", "You are not allowed to create tags in this repo")
+        tag, rev = json.loads(body)["tag"], urllib.parse.unquote(rev)
+        with self.hub.lock:
+            if tag in refs(self.hub.root, repo_id)["tags"]:
+                self._log(409, len(body))
+                return self._error(409, "", "Tag already exists")
+            try:
+                commit = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}")
+            except subprocess.CalledProcessError:
+                self._log(404, len(body))
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            _git(repo, "tag", tag, commit)
+        self._log(200, len(body))
+        self._send(200, {})
 
     def do_PUT(self) -> None:
         path = self.path.split("?")[0]
@@ -433,6 +522,12 @@ class Standin:
             with open(self.root / "gated", "a") as fh:
                 fh.write(repo_id + "\n")
         return publish(self.root, repo_id, source)
+
+    def commit_files(self, repo_id: str, source: Path, message: str = "Update") -> str:
+        return commit_files(self.root, repo_id, source, message)
+
+    def refs(self, repo_id: str) -> dict[str, dict[str, str]]:
+        return refs(self.root, repo_id)
 
     def requests(self) -> list[dict]:
         log = self.root / "requests.jsonl"

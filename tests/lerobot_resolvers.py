@@ -87,3 +87,27 @@ def dataset_ties(root: Path) -> tuple[int, list[tuple[int, float, str]]]:
         frames += pq.ParquetFile(shard).metadata.num_rows
         ties += frame_ties(shard)
     return frames, ties
+
+
+def frame_routes(root: Path) -> list[dict]:
+    """What LeRobot's recipe routing sees on every frame of a written dataset that carries
+    events: the event styles there, the cameras of its VQA rows and whether the robot
+    speaks (a ``say`` tool call). A VQA row routes the frame to the VQA sub-recipe."""
+    routes = []
+    for shard in sorted((root / "data").rglob("*.parquet")):
+        columns = ["episode_index", "frame_index", "timestamp", "language_events"]
+        for frame in pq.read_table(shard, columns=columns).to_pylist():
+            events = frame["language_events"] or []
+            if not events:
+                continue
+            routes.append(
+                {
+                    "episode": frame["episode_index"],
+                    "frame": frame["frame_index"],
+                    "styles": {r["style"] for r in events},
+                    # one VQA pair is a user and an assistant row of one camera
+                    "vqa_rows": sorted(r["camera"] for r in events if r["style"] == "vqa"),
+                    "says": any(_says(r) for r in events),
+                }
+            )
+    return routes

@@ -66,11 +66,14 @@ def make_dataset(
     seed: int = 0,
     tasks: Sequence[str | Sequence[str]] | None = None,
     codebase_version: str = "v3.0",
+    depth_cameras: Sequence[str] = (),
 ) -> Path:
     """Write a synthetic dataset at ``root`` (which must not exist or be empty); return it.
 
     ``tasks[e % len(tasks)]`` is episode ``e``'s task: a string, or a list of strings
     (an empty list gives an episode with no task). ``size`` is (width, height).
+    ``depth_cameras`` are more video streams, marked ``video.is_depth_map`` as LeRobot
+    marks a depth camera's, at half the size (so their frames are told apart by size).
     """
     if codec not in ENCODERS:
         raise ValueError(f"codec must be one of {sorted(ENCODERS)}, got {codec!r}")
@@ -116,11 +119,10 @@ def make_dataset(
             path = work / DATA_PATH.format(chunk_index=0, file_index=file_index)
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(pa.concat_tables(tables), path)
-            for cam_no, cam in enumerate(cameras):
+            for cam_no, cam in enumerate([*cameras, *depth_cameras]):
                 path = work / VIDEO_PATH.format(video_key=cam, chunk_index=0, file_index=file_index)
-                spans = _write_video(
-                    path, group, n_frames, fps, (width, height), codec, seed, cam_no
-                )
+                cam_size = (width // 2, height // 2) if cam in depth_cameras else (width, height)
+                spans = _write_video(path, group, n_frames, fps, cam_size, codec, seed, cam_no)
                 for ep, (t0, t1) in zip(group, spans, strict=True):
                     ep_rows[ep].update(
                         {
@@ -138,6 +140,7 @@ def make_dataset(
             [ep_rows[e] for e in range(episodes)],
             task_list,
             cameras,
+            depth_cameras,
             fps,
             size,
             codec,
@@ -298,24 +301,29 @@ def _write_video(
     return spans
 
 
-def _write_meta(root, rows, task_list, cameras, fps, size, codec, version, total_frames) -> None:
+def _write_meta(
+    root, rows, task_list, cameras, depth_cameras, fps, size, codec, version, total_frames
+) -> None:
     width, height = size
     dim = len(STATE_NAMES)
     features = {
         "observation.state": {"dtype": "float32", "shape": [dim], "names": [STATE_NAMES]},
         "action": {"dtype": "float32", "shape": [dim], "names": [STATE_NAMES]},
     }
-    for cam in cameras:
+    # depth streams first: a reader taking the first video feature would pick one
+    for cam in [*depth_cameras, *cameras]:
+        depth = cam in depth_cameras
+        w, h = (width // 2, height // 2) if depth else (width, height)
         features[cam] = {
             "dtype": "video",
-            "shape": [height, width, 3],
+            "shape": [h, w, 3],
             "names": ["height", "width", "channel"],
             "info": {
-                "video.height": height,
-                "video.width": width,
+                "video.height": h,
+                "video.width": w,
                 "video.codec": codec,
                 "video.pix_fmt": "yuv420p",
-                "video.is_depth_map": False,
+                "video.is_depth_map": depth,
                 "video.fps": fps,
                 "video.channels": 3,
                 "has_audio": False,
@@ -359,7 +367,7 @@ def _write_meta(root, rows, task_list, cameras, fps, size, codec, version, total
         ]
         + [
             field
-            for cam in cameras
+            for cam in [*cameras, *depth_cameras]
             for field in (
                 (f"videos/{cam}/chunk_index", pa.int64()),
                 (f"videos/{cam}/file_index", pa.int64()),

@@ -147,3 +147,19 @@ def test_the_api_key_comes_from_the_variable_config_names(monkeypatch):
     assert api_key(vlm) == "EMPTY"
     monkeypatch.setenv("MY_LAB_KEY", "sk-lab")
     assert api_key(vlm) == "sk-lab"
+
+
+def test_chat_template_kwargs_and_reasoning_effort_re_run_only_the_modules_asking_the_model(
+    synth_small, tmp_path
+):
+    base = {"dataset": {"root": str(synth_small)}}
+    default = _plan(tmp_path, **base)
+    assert default.config["vlm"]["chat_template_kwargs"] == {}
+    assert default.config["vlm"]["reasoning_effort"] is None
+    for vlm in ({"chat_template_kwargs": {"reasoning": "short"}}, {"reasoning_effort": "low"}):
+        changed = _plan(tmp_path, **base, vlm=vlm)
+        shard = changed.shards[0]
+        # rule params are what Snakemake compares: a change there re-runs the job
+        for module in ("plan", "interjections", "vqa"):
+            assert changed.module_params(module, shard) != default.module_params(module, shard)
+        assert changed.module_params("signals", shard) == default.module_params("signals", shard)

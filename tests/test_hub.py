@@ -9,7 +9,9 @@ uploads use the Git LFS protocol (HF_HUB_DISABLE_XET=1).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,25 +67,40 @@ def push_workspace(tmp_path: Path, g1_source: Path) -> Workspace:
     )
 
 
-def download(repo_id: str, dest: Path) -> Path:
+def download(repo_id: str, dest: Path, revision: str = "main") -> Path:
     """snapshot_download in a fresh process (huggingface_hub reads HF_ENDPOINT at import)."""
     code = (
         "import sys; from huggingface_hub import snapshot_download; "
-        "snapshot_download(sys.argv[1], repo_type='dataset', local_dir=sys.argv[2])"
+        "snapshot_download(sys.argv[1], repo_type='dataset', local_dir=sys.argv[2], "
+        "revision=sys.argv[3])"
     )
-    subprocess.run([sys.executable, "-c", code, repo_id, str(dest)], check=True)
+    subprocess.run([sys.executable, "-c", code, repo_id, str(dest), revision], check=True)
     return dest
 
 
-def test_a_hub_dataset_is_downloaded_once_and_annotated_as_owner__name(
+def newer_main(standin: Standin, source: Path, tmp_path: Path) -> str:
+    """A commit on main after the tagged one, with a changed info.json; its sha."""
+    newer = tmp_path / "newer"
+    shutil.copytree(source, newer)
+    info = json.loads((newer / "meta" / "info.json").read_text())
+    (newer / "meta" / "info.json").write_text(json.dumps(info | {"robot_type": "newer"}))
+    return standin.commit_files(REPO, newer, "newer main")
+
+
+def test_a_hub_dataset_is_read_at_its_version_tag_once_and_annotated_as_owner__name(
     standin, g1_source, tmp_path
 ):
-    standin.publish(REPO, g1_source)
+    tagged = standin.publish(REPO, g1_source)  # tagged v3.0, as LeRobot's datasets are
+    newer = newer_main(standin, g1_source, tmp_path)
+    assert standin.refs(REPO) == {"branches": {"main": newer}, "tags": {"v3.0": tagged}}
     ws = hub_workspace(tmp_path, g1_source, dataset__repo_id=REPO)
     ws.run()
-    cached = ws.root / "resources" / "hub" / "lerobot__g1_bottle" / "main"
+    # no dataset.revision: the commit LeRobotDataset(REPO) would train on, not main's
+    cached = ws.root / "resources" / "hub" / "lerobot__g1_bottle" / "version-tag"
     assert tree(cached) == tree(g1_source)  # meta, 2 data files, 2 videos: byte for byte
     annotated = ws.root / "results" / "lerobot__g1_bottle" / "annotated"
+    source = json.loads((annotated / "meta" / "episcribe.json").read_text())["source"]
+    assert source == {"repo_id": REPO, "revision": None, "ref": "v3.0", "commit": tagged}
     table = pq.read_table(annotated / "data" / "chunk-000" / "file-000.parquet")
     assert {"language_persistent", "language_events"} <= set(table.column_names)
     assert len(table.column("language_persistent")[0]) > 0
@@ -133,11 +150,95 @@ def test_pushed_dataset_downloads_byte_identical_and_the_token_is_never_written(
 
     fetched = download("me/g1_annotated", tmp_path / "fetched")
     assert tree(fetched) == tree(annotated)
+    # LeRobotDataset("me/g1_annotated") loads the commit its v3.0 tag names: ours
+    receipt = json.loads((ws.root / "results/lerobot__g1_bottle/push/receipt.json").read_text())
+    refs = standin.refs("me/g1_annotated")
+    assert refs["tags"] == {"v3.0": receipt["commit"]} and receipt["tag"] == "v3.0"
+    assert refs["branches"]["main"] == receipt["commit"]
+    assert "tag v3.0 points at it, so LeRobotDataset('me/g1_annotated') loads it" in run.output
 
     assert TOKEN not in run.output
     for path in ws.root.rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_pushing_back_to_the_source_repo_moves_its_version_tag_to_the_pushed_commit(
+    standin, g1_source, tmp_path, monkeypatch
+):
+    published = standin.publish(REPO, g1_source)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    ws = hub_workspace(tmp_path, g1_source, dataset__repo_id=REPO, output__push_to_hub="true")
+    ws.run()
+    receipt = json.loads((ws.root / "results/lerobot__g1_bottle/push/receipt.json").read_text())
+    assert receipt["commit"] != published
+    assert standin.refs(REPO) == {
+        "branches": {"main": receipt["commit"]},
+        "tags": {"v3.0": receipt["commit"]},  # moved off the unannotated commit
+    }
+    # what LeRobot now loads is the annotated data
+    fetched = download(REPO, tmp_path / "fetched", revision="v3.0")
+    table = pq.read_table(fetched / "data" / "chunk-000" / "file-000.parquet")
+    assert "language_persistent" in table.column_names
+
+
+FETCH = """
+import sys
+from episcribe import hub
+from episcribe.errors import HubError
+repo_id, revision = sys.argv[1], sys.argv[2] or None
+dest = hub.local_dir(repo_id, revision)
+try:
+    hub.download_dataset(repo_id, revision, dest)
+except HubError as exc:
+    sys.exit(str(exc))
+print(hub.download_record(dest)["commit"])
+"""
+
+
+def fetch(repo_id: str, revision: str, cwd: Path) -> subprocess.CompletedProcess:
+    """download_dataset in a fresh process (huggingface_hub reads HF_ENDPOINT at import)."""
+    args = [sys.executable, "-c", FETCH, repo_id, revision]
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+
+
+def test_an_explicit_revision_is_read_as_given_and_a_repo_without_version_tags_is_named(
+    standin, g1_source, tmp_path
+):
+    tagged = standin.publish(REPO, g1_source)
+    newer = newer_main(standin, g1_source, tmp_path)
+    for revision, commit in (("", tagged), ("main", newer), ("v3.0", tagged), (tagged, tagged)):
+        assert fetch(REPO, revision, tmp_path).stdout.strip() == commit
+    on_main = tmp_path / "resources/hub/lerobot__g1_bottle/main/meta/info.json"
+    assert json.loads(on_main.read_text())["robot_type"] == "newer"
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "README.md").write_text("no info.json: published without a version tag")
+    standin.publish("me/untagged", plain)
+    failed = fetch("me/untagged", "", tmp_path)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "Hub dataset me/untagged has no version tag LeRobot v3.0 can load" in failed.stderr
+    assert "its refs: main. Set dataset.revision" in failed.stderr
+
+
+def test_a_failed_tag_says_the_dataset_is_uploaded_and_the_command_that_fixes_it(
+    standin, g1_copy, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    (standin.root / "tags_refused").write_text("me/refused\n")
+    args = [sys.executable, "-c", PUSH, str(g1_copy), "me/refused"]
+    failed = subprocess.run(args, capture_output=True, text=True)
+    assert failed.returncode != 0
+    message = failed.stderr.strip().splitlines()[-1]
+    assert "Hub dataset me/refused is uploaded (commit " in message
+    assert "could not be tagged v3.0" in message and "so LeRobot will not load it" in message
+    fix = message.split("run `")[1].rstrip("`")
+    assert standin.refs("me/refused")["tags"] == {}
+    (standin.root / "tags_refused").write_text("")
+    subprocess.run(fix, shell=True, check=True, capture_output=True)  # the fix, as given
+    refs = standin.refs("me/refused")
+    assert refs["tags"] == {"v3.0": refs["branches"]["main"]}
 
 
 def test_a_push_without_a_valid_token_is_one_line_saying_how_to_log_in(

@@ -73,7 +73,12 @@ def test_no_frame_of_a_twelve_episode_dataset_ties_for_lerobot(make_synth, tmp_p
         for path in staged.glob("episode_*/plan_update.jsonl")
         for line in path.read_text().splitlines()
     }
-    assert refreshed and refreshed <= plan_times
+    # An interjection on a frame a VQA pair holds moves to the next free frame (LeRobot
+    # trains one event kind per frame): its refreshed plan follows it there, a frame or
+    # two after the subtask start whose plan row it would otherwise replace.
+    moved = refreshed - plan_times
+    assert refreshed & plan_times
+    assert all(any(0 < t - p <= 0.2 + 1e-6 for p in plan_times) for t in moved), moved
 
 
 @pytest.mark.parametrize("second_plan", [False, True])

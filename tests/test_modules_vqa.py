@@ -46,15 +46,25 @@ def points(answer: dict):
     return [tuple(answer["point"])] if "point" in answer else []
 
 
-def test_one_pair_per_timestamp_and_camera_on_real_frames(synth_small, fake, tmp_path):
+def test_one_pair_per_frame_each_camera_on_its_own_frames_never_frame_0(
+    synth_small, fake, tmp_path
+):
     res = run_module("vqa", synth_small, 3, fake[0], tmp_path / "m.jsonl")
     ticks = sorted({r["timestamp"] for r in res.rows})
-    assert len(ticks) == 4  # 4 s at 1 Hz: 0, 1, 2, 3
     assert set(ticks) <= frame_set(res.episode)
     counted = pairs(res.rows)
     assert set(counted.values()) == {1}
-    assert {(t, c) for t, c, _ in counted} == {(t, c) for t in ticks for c in (TOP, WRIST)}
-    assert len(res.rows) == 2 * len(ticks) * 2 and res.skipped == 0
+    by_camera = {
+        cam: sorted(t for t, c, role in counted if c == cam and role == "user")
+        for cam in (TOP, WRIST)
+    }
+    # 4 s at 1 Hz, 10 fps: ticks at 0, 1, 2, 3 s; frame 0 is the robot's first reply's,
+    # and the second camera takes the next free frame: LeRobot trains one VQA pair a frame
+    assert by_camera == {
+        TOP: pytest.approx([0.1, 1.0, 2.0, 3.0]),
+        WRIST: pytest.approx([0.2, 1.1, 2.1, 3.1]),
+    }
+    assert len(ticks) == 8 and len(res.rows) == 2 * 8 and res.skipped == 0
     assert all(r["style"] == "vqa" for r in res.rows)
     for row in res.rows:
         if row["role"] == "assistant":

@@ -48,9 +48,9 @@ def full_staging(episode, cameras) -> dict[str, list[dict]]:
     ]
     plan_update = [L.make_row("assistant", "1. grasp with the right hand", "plan", mid)]
     vqa = []
-    for cam in cameras:
+    for cam_no, cam in enumerate(cameras):
         for i, answer in enumerate(VQA_ANSWERS):
-            t = ts[5 + 3 * i]
+            t = ts[5 + 3 * i + cam_no]  # each camera's pairs on frames of their own
             vqa.append(L.make_row("user", f"question {i}?", "vqa", t, cam))
             vqa.append(L.make_row("assistant", json.dumps(answer), "vqa", t, cam))
     return {

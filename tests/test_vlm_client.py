@@ -279,7 +279,27 @@ def test_extract_json_rejects_non_objects(text):
         extract_json(text)
 
 
-def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
+@pytest.mark.parametrize(
+    "options, sdk_options",
+    [
+        ({}, {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}),
+        (
+            # vlm.chat_template_kwargs and vlm.reasoning_effort, sent as given; the
+            # enable_thinking setting wins over the mapping's own key
+            {
+                "chat_template_kwargs": {"enable_thinking": True, "custom": [1, "x"]},
+                "reasoning_effort": "low",
+            },
+            {
+                "reasoning_effort": "low",
+                "extra_body": {
+                    "chat_template_kwargs": {"enable_thinking": False, "custom": [1, "x"]}
+                },
+            },
+        ),
+    ],
+)
+def test_requests_are_byte_for_byte_what_the_sdk_create_sends(options, sdk_options):
     """The client posts its own JSON body: it must be exactly what chat.completions.create sends."""
     answer = {"n": 4, "flags": [True, False], "mode": "fast"}
     seen: list[httpx2.Request] = []
@@ -310,7 +330,7 @@ def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
             max_completion_tokens=77,
             temperature=0.3,
             timeout=9.0,
-            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+            **sdk_options,
         )
         budgets = {"k": 77, "other": 5}
         async with VlmClient(
@@ -320,6 +340,7 @@ def test_requests_are_byte_for_byte_what_the_sdk_create_sends():
             max_completion_tokens=budgets,
             temperature=0.3,
             http_client=http,
+            **options,
         ) as client:
             got = await client.complete_json("k", messages, SCHEMA)
         return got, client.stats

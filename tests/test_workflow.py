@@ -98,10 +98,14 @@ def test_vqa_prompt_edit_reruns_only_vqa_then_validate_and_write(baseline, tmp_p
     assert len([r for r in run.rules if r.startswith("annotate_vqa_e")]) == 3
 
 
-def test_vqa_config_change_reruns_only_vqa(baseline, tmp_path):
+def test_vqa_config_change_reruns_vqa_and_only_what_keeps_off_its_frames(baseline, tmp_path):
     ws = copy_of(baseline, tmp_path)
-    run = ws.run(vqa__vqa_emission_hz=2)
+    run = ws.run(vqa__coordinate_space="pixels")
     assert run.modules_run() == {"annotate_vqa"} | DOWNSTREAM
+    # the rate decides which frames VQA pairs hold, which interjections keep off
+    run = ws.run(vqa__coordinate_space="pixels", vqa__vqa_emission_hz=2)
+    moved = {"annotate_vqa", "annotate_interjections", "annotate_plan_update"}
+    assert run.modules_run() == moved | DOWNSTREAM
 
 
 def test_plan_config_change_reruns_plan_and_what_builds_on_it(baseline, tmp_path):

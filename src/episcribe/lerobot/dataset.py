@@ -30,12 +30,14 @@ from episcribe.lerobot.dataset_files import (
     fill_template,
     format_range,
     group_rows,
+    is_depth_map,
     listing,
     plain,
     read_episode_rows,
     read_episodes,
     read_info,
     short_list,
+    video_features,
 )
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,15 @@ class LeRobotDataset:
         self.root = root
         self.info = info
         self.fps = float(info["fps"])
+        # Every video stream (files to check, segments); the cameras are the colour ones,
+        # all the model is ever shown: LeRobot marks a depth stream's video info
+        # video.is_depth_map, and a depth map is no picture of the scene.
+        self.video_keys: tuple[str, ...] = video_features(info)
+        self.depth_streams: tuple[str, ...] = tuple(
+            k for k in self.video_keys if is_depth_map(info["features"][k])
+        )
         self.cameras: tuple[str, ...] = tuple(
-            k
-            for k, f in info["features"].items()
-            if isinstance(f, dict) and f.get("dtype") == "video"
+            k for k in self.video_keys if k not in self.depth_streams
         )
         self.name = root.name
         self._cols = columns
@@ -99,7 +106,7 @@ class LeRobotDataset:
         order = np.argsort(columns["episode_index"], kind="stable")
         self._indices = columns["episode_index"][order]
         self._row_of = {int(e): int(r) for e, r in zip(self._indices, order, strict=True)}
-        self._sizes = {cam: camera_size(cam, info["features"][cam]) for cam in self.cameras}
+        self._sizes = {cam: camera_size(cam, info["features"][cam]) for cam in self.video_keys}
         self._info_cache: dict[int, EpisodeInfo] = {}
         self._size_cache: dict[Path, int] = {}
         self._path_cache: dict[tuple[str | None, int, int], Path] = {}
@@ -116,11 +123,7 @@ class LeRobotDataset:
         if not root.is_dir():
             raise DatasetError(f"dataset directory {root} does not exist")
         info = read_info(root)
-        cameras = [
-            k
-            for k, f in info["features"].items()
-            if isinstance(f, dict) and f.get("dtype") == "video"
-        ]
+        cameras = list(video_features(info))
         if not cameras:
             raise DatasetError(
                 f"{root / 'meta/info.json'}: no feature has dtype 'video', so there is nothing "
@@ -143,7 +146,7 @@ class LeRobotDataset:
                     f"{short_list(eps)} are stored in it. Restore the file (re-download "
                     "the dataset) or annotate only the other episodes with only_episodes"
                 )
-        for cam in self.cameras:
+        for cam in self.video_keys:
             keys = np.stack(
                 [cols[f"videos/{cam}/chunk_index"], cols[f"videos/{cam}/file_index"]], axis=1
             )
@@ -216,7 +219,7 @@ class LeRobotDataset:
         row = self._row(index)
         cols = self._cols
         videos = {}
-        for cam in self.cameras:
+        for cam in self.video_keys:
             width, height = self._sizes[cam]
             videos[cam] = VideoSegment(
                 camera=cam,

@@ -38,6 +38,18 @@ def short_list(items: Sequence, limit: int = 10) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
+def video_features(info: dict) -> tuple[str, ...]:
+    """The features of ``info.json`` stored as videos, in its order."""
+    return tuple(
+        k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"
+    )
+
+
+def is_depth_map(feature: dict) -> bool:
+    """Whether a video feature is a depth stream (LeRobot's ``info.video.is_depth_map``)."""
+    return (feature.get("info") or {}).get("video.is_depth_map") is True
+
+
 def camera_size(key: str, feature: dict) -> tuple[int, int]:
     """(width, height) from the feature's video info, else from its shape."""
     info = feature.get("info") or {}

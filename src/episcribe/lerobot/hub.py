@@ -1,18 +1,20 @@
 """Datasets from and to the Hugging Face Hub, through ``huggingface_hub``.
 
-- ``download_dataset``: a Hub dataset (``dataset.repo_id`` at ``dataset.revision``) is
-  fetched into ``resources/hub/<owner>__<name>/<revision>/``: first ``meta/``, then the
-  data and video files its ``info.json`` templates name, nothing else of the repo (cards,
-  images, archives); with ``dataset.only_episodes``, only the files that hold one of
-  those episodes (published datasets often lack some files, and the others are not
-  needed). A record beside the directory names the commit and the episodes it holds;
-  while it covers the config, a run makes no Hub request at all (offline re-runs work;
-  delete the directory to fetch a branch's newer commit).
+- ``download_dataset``: a Hub dataset (``dataset.repo_id`` at ``dataset.revision``, or
+  with no revision at the commit of its version tag, the one LeRobot trains on) is
+  fetched into ``resources/hub/<owner>__<name>/<revision or version-tag>/``: first
+  ``meta/``, then the data and video files its ``info.json`` templates name, nothing else
+  of the repo (cards, images, archives); with ``dataset.only_episodes``, only the files
+  that hold one of those episodes (published datasets often lack some files, and the
+  others are not needed). A record beside the directory names the ref and commit it holds
+  and the episodes; while it covers the config, a run makes no Hub request at all
+  (offline re-runs work; delete the directory to fetch a moved tag or branch).
 - ``push_dataset``: creates the repo when needed, writes the dataset card as README.md
   (from memory when the folder is the user's own dataset, written in place) and uploads
   the folder with ``upload_folder``, which (with ``hf_xet``, a dependency of
   huggingface_hub) commits large folders in batches and resumes an interrupted upload:
-  files already committed or uploaded are not sent again.
+  files already committed or uploaded are not sent again. Then the tag named by the
+  pushed ``meta/info.json``'s ``codebase_version`` is (re)created at the pushed commit.
 
 The token is huggingface_hub's own (``HF_TOKEN`` or ``hf auth login``): no config key or
 argument carries one, and nothing here logs it. Every Hub failure becomes one
@@ -29,27 +31,46 @@ from pathlib import Path
 
 from episcribe.atomic import write_json, write_text
 from episcribe.errors import HubError
+from episcribe.lerobot.hub_versions import tag_version, version_revision
 
 log = logging.getLogger(__name__)
 
 HUB_DIR = Path("resources") / "hub"
 
 
+# The directory of a download with no dataset.revision: the commit of the repo's version
+# tag, as LeRobot would load it (the record beside it names the tag and commit).
+VERSION_TAG_DIR = "version-tag"
+
+
 def local_dir(repo_id: str, revision: str | None) -> Path:
     """Where the workflow keeps its copy of ``repo_id`` at ``revision``."""
-    rev = (revision or "main").replace("/", "__")
+    rev = (revision or VERSION_TAG_DIR).replace("/", "__")
     return HUB_DIR / repo_id.replace("/", "__") / rev
+
+
+def download_record(dest: Path) -> dict | None:
+    """What ``download_dataset`` recorded beside ``dest``: repo, revision asked, the ref
+    it resolved to, the commit held and its episodes (None when ``dest`` is no download)."""
+    record_path = dest.parent / f"{dest.name}.json"
+    if not record_path.is_file():
+        return None
+    return json.loads(record_path.read_text(encoding="utf-8"))
 
 
 def download_dataset(
     repo_id: str, revision: str | None, dest: Path, episodes: list[int] | None = None
 ) -> Path:
     """Fetch the dataset's meta, and the data and video files of ``episodes`` (None: all),
-    into ``dest`` (once); return it."""
+    into ``dest`` (once); return it.
+
+    With no ``revision``, the commit LeRobot would load (``hub_versions``): one
+    ``list_repo_refs`` call on the first run, none while the record matches.
+    """
     record_path = dest.parent / f"{dest.name}.json"
-    wanted = {"repo_id": repo_id, "revision": revision or "main"}
-    if record_path.is_file() and (dest / "meta" / "info.json").is_file():
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+    wanted = {"repo_id": repo_id, "revision": revision}
+    record = download_record(dest)
+    if record is not None and (dest / "meta" / "info.json").is_file():
         held = record.get("episodes")
         covered = held is None or (episodes is not None and set(episodes) <= set(held))
         if {k: record.get(k) for k in wanted} == wanted and covered:
@@ -60,7 +81,13 @@ def download_dataset(
 
     started = time.monotonic()
     try:
-        commit = HfApi().dataset_info(repo_id, revision=revision or "main").sha
+        api = HfApi()
+        if revision is None:
+            ref, commit = version_revision(
+                api.list_repo_refs(repo_id, repo_type="dataset"), repo_id
+            )
+        else:
+            ref, commit = revision, api.dataset_info(repo_id, revision=revision).sha
         fetch = dict(repo_id=repo_id, repo_type="dataset", revision=commit, local_dir=dest)
         snapshot_download(**fetch, allow_patterns=["meta/**"])
         info_path = dest / "meta" / "info.json"
@@ -83,15 +110,16 @@ def download_dataset(
     size = sum(p.stat().st_size for p in files)
     seconds = time.monotonic() - started
     log.info(
-        "downloaded %s@%s: %d files, %d bytes in %.1f s to %s",
+        "downloaded %s@%s (%s): %d files, %d bytes in %.1f s to %s",
         repo_id,
         commit[:12],
+        ref,
         len(files),
         size,
         seconds,
         dest,
     )
-    record = wanted | {"commit": commit, "files": len(files), "bytes": size}
+    record = wanted | {"ref": ref, "commit": commit, "files": len(files), "bytes": size}
     write_json(record_path, record | {"episodes": episodes})
     return dest
 
@@ -179,6 +207,11 @@ def push_dataset(
             )
     except Exception as exc:
         raise hub_error(exc, repo_id, "push") from None
+    # LeRobot loads the commit its version tag names, not main: the tag moves to ours.
+    version = json.loads((folder / "meta" / "info.json").read_text(encoding="utf-8"))[
+        "codebase_version"
+    ]
+    tag_version(api, repo_id, commit.oid, version)
     files = [
         p
         for p in folder.rglob("*")
@@ -188,12 +221,13 @@ def push_dataset(
         "repo_id": repo_id,
         "commit": commit.oid,
         "commit_url": str(commit.commit_url),
+        "tag": version,  # points at commit: the commit LeRobotDataset(repo_id) loads
         "private": private,
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
         "seconds": round(time.monotonic() - started, 3),
     }
-    log.info("pushed %s to %s (%s)", folder, repo_id, receipt["commit_url"])
+    log.info("pushed %s to %s (%s), tagged %s", folder, repo_id, receipt["commit_url"], version)
     return receipt
 
 

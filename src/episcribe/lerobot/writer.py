@@ -20,7 +20,7 @@ Steps of ``write_annotated``:
    the two features and the ``say`` tool (user tools kept).
 
 Steps 3 and 4 write pending siblings only; then one short phase renames them all,
-``meta/info.json`` last (:mod:`episcribe.file_commit`), so a reader sees the dataset
+``meta/info.json`` last (:mod:`episcribe.lerobot.file_commit`), so a reader sees the dataset
 mixed only for the milliseconds of the renames, and a write killed during them is
 finished by the next one. Before step 2 what a killed earlier write left in the
 destination is finished (or its unfinished files removed), so none outlives the run

@@ -35,6 +35,10 @@ class ModuleSpec:
     priority: int = 0  # higher runs first among ready jobs
     # (module, style): its rows of that style replace that module's at the same timestamp
     supersedes: tuple[str, str] | None = None
+    # modules whose event frames its own events keep off (LeRobot trains one event kind
+    # per frame); their `placement` settings join its settings, so it re-runs with them
+    avoids: tuple[str, ...] = ()
+    placement: tuple[str, ...] = ()  # its settings that decide which frames its events hold
     # Call kinds that share one vlm.max_completion_tokens key (kind -> key); others: own key.
     budget_keys: Mapping[str, str] = field(default_factory=dict)
     # The most images / video clips one of its requests carries, from its settings

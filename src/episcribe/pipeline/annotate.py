@@ -155,6 +155,8 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         max_completion_tokens=registry.call_budgets(spec.module, spec.vlm),
         budget_keys=registry.MODULES[spec.module].budget_keys,
         enable_thinking=spec.vlm["enable_thinking"],
+        chat_template_kwargs=spec.vlm["chat_template_kwargs"],
+        reasoning_effort=spec.vlm["reasoning_effort"],
         temperature=spec.vlm["temperature"],
         timeout_s=spec.vlm["request_timeout_s"],
         max_retries=spec.vlm["max_retries"],

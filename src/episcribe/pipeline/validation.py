@@ -29,7 +29,10 @@ Warnings (reported, never blocking):
 - VQA pixel coordinates outside the camera's image (when the video size is known);
 - two rows of one persistent style less than 0.1 s apart (``resolvers.py``);
 - an episode whose answers were skipped (the model call failed): the staged rows lack
-  them, and the next run asks the model again (``annotate`` never caches such an episode).
+  them, and the next run asks the model again (``annotate`` never caches such an episode);
+- a frame carrying a VQA pair beside a spoken exchange, or VQA pairs of two cameras
+  (``event_frames``: LeRobot trains only one event kind per frame), named by episode and
+  frame and counted in the report (``frames_sharing_events``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import numpy as np
 
 from episcribe.atomic import write_json, write_text
 from episcribe.errors import UserError
+from episcribe.lerobot.event_frames import SHARED_FRAME, frame_events, shared_frame_message
 from episcribe.lerobot.language import (
     CAMERA_STYLES,
     EVENT_STYLES,
@@ -240,6 +244,10 @@ def validate_episode(
                         )
         elif style == "memory" and ts not in subtask_ts:
             add(WARNING, module, ts, "memory row is not at a subtask start")
+    frame_of = {t: i for i, t in enumerate(float32_timestamp(t) for t in frame_times)}
+    for ts, events in frame_events(r for _, r in good).items():
+        if events.shared:
+            add(WARNING, "vqa", ts, shared_frame_message(events, frame_of.get(ts)))
     for conflict in resolver_conflicts(good):
         severity = ERROR if conflict.fatal else WARNING
         add(severity, conflict.module, conflict.timestamp, conflict.message)
@@ -284,6 +292,11 @@ class Report:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def frames_sharing_events(self) -> int:
+        """Frames whose events are not all trained (event_frames)."""
+        return sum(p.message.startswith(SHARED_FRAME) for p in self.warnings)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -291,6 +304,7 @@ class Report:
             "episodes": list(self.episodes),
             "errors": len(self.errors),
             "warnings": len(self.warnings),
+            "frames_sharing_events": self.frames_sharing_events,
             "rows_per_style": dict(sorted(self.counts.items())),
             "model_calls": self.model_calls,
             "problems": [asdict(p) for p in self.problems],
@@ -314,6 +328,11 @@ class Report:
 
     def to_text(self) -> str:
         lines = [self.summary()]
+        if self.frames_sharing_events:
+            lines.append(
+                f"frames sharing events: {self.frames_sharing_events} (a VQA pair beside a "
+                "spoken exchange, or two cameras' VQA pairs: not all of it is trained)"
+            )
         if self.counts:
             lines.append(
                 "rows per style: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from episcribe.errors import ConfigError
+from episcribe.errors import ConfigError, DatasetError
 from episcribe.lerobot import hub
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules import registry
@@ -86,6 +86,36 @@ def fetch_dataset(config: dict) -> None:
         )
 
 
+def model_camera(dataset: LeRobotDataset, camera_key: str | None, modules: list[str]) -> str | None:
+    """The camera the plan and interjection prompts show: vlm.camera_key, else the
+    dataset's first colour camera (never a depth stream). None when no module shows one."""
+    depth = dataset.depth_streams
+    if camera_key in depth:
+        raise ConfigError(
+            f"vlm.camera_key {camera_key!r} of {dataset.root} is a depth stream "
+            "(video.is_depth_map in meta/info.json), which the model is never shown; "
+            f"set it to one of its cameras: {', '.join(dataset.cameras) or 'none'}"
+        )
+    if not dataset.cameras:
+        showing = [m for m in modules if registry.asks_model(m)]
+        if showing:
+            switches = sorted({f"{registry.MODULES[m].section}.enabled=false" for m in showing})
+            raise DatasetError(
+                f"{dataset.root / 'meta/info.json'}: its only video streams are depth maps "
+                f"({', '.join(depth)}), and {', '.join(showing)} need a colour camera to show "
+                f"the model; annotate a dataset with one, or set {' '.join(switches)} to "
+                "derive only the robot's signals"
+            )
+        return None
+    camera = camera_key or dataset.cameras[0]
+    if camera not in dataset.cameras:
+        raise ConfigError(
+            f"vlm.camera_key {camera!r} is not a camera of {dataset.root}; "
+            f"its cameras are: {', '.join(dataset.cameras)}"
+        )
+    return camera
+
+
 def push_repo(config: dict) -> str | None:
     """The Hub repo output.push_to_hub uploads to (None: no push)."""
     if not config["output"]["push_to_hub"]:
@@ -132,12 +162,7 @@ class WorkflowPlan:
         self.shards = shard_episodes(
             self.episodes, config["workflow"]["episodes_per_job"], len(self.modules)
         )
-        camera = config["vlm"]["camera_key"] or self.dataset.cameras[0]
-        if camera not in self.dataset.cameras:
-            raise ConfigError(
-                f"vlm.camera_key {camera!r} is not a camera of {self.dataset.root}; "
-                f"its cameras are: {', '.join(self.dataset.cameras)}"
-            )
+        camera = model_camera(self.dataset, config["vlm"]["camera_key"], self.modules)
         self.model = model_identity(config["vlm"], camera)
         self._staging_cache: dict[str, list[str]] = {}
         self._sources_cache: dict[Shard, list[str]] = {}
@@ -192,20 +217,34 @@ class WorkflowPlan:
             Path(path).name: Path(path).read_text(encoding="utf-8")
             for path in self.all_prompt_inputs()
         }
-        return {
+        provenance = {
             "backend": self.config["vlm"]["backend"],
             "fake_annotations": self.config["vlm"]["backend"] == "fake",
             "model": self.model,
             "prompts_sha256": digest(prompts),
         }
+        source = self.hub_source()
+        if source is not None:
+            provenance["source"] = source
+        return provenance
+
+    def hub_source(self) -> dict | None:
+        """The Hub repo, revision asked, ref resolved and commit annotated (None: local)."""
+        dataset = self.config["dataset"]
+        if dataset["root"] or not dataset["repo_id"]:
+            return None
+        record = hub.download_record(self.dataset.root) or {}
+        keys = ("repo_id", "revision", "ref", "commit")
+        return {key: record.get(key) for key in keys} | {"repo_id": dataset["repo_id"]}
 
     def push_params(self) -> dict:
         """push_dataset's params: the folder, the repo and what its dataset card says."""
         dataset, output = self.config["dataset"], self.config["output"]
-        if dataset["root"] or not dataset["repo_id"]:
+        hub_source = self.hub_source()
+        if hub_source is None:
             source = f"a local dataset, `{self.dataset.root.name}`"
         else:
-            source = f"`{dataset['repo_id']}` (revision {dataset['revision'] or 'main'})"
+            source = f"`{dataset['repo_id']}` ({hub_source['ref']}, commit {hub_source['commit']})"
         model_id = self.model["model_id"]
         return {
             "folder": self.destination() or str(self.dataset.root),
@@ -252,7 +291,12 @@ class WorkflowPlan:
 
     def module_settings(self, module: str) -> dict:
         spec = registry.MODULES[module]
-        return self.config[spec.section] if spec.settings else {}
+        settings = self.config[spec.section] if spec.settings else {}
+        for other in (m for m in spec.avoids if m in self.modules):
+            section = self.config[registry.MODULES[other].section]
+            placement = {key: section[key] for key in registry.MODULES[other].placement}
+            settings = {**settings, f"{other}_frames": placement}
+        return settings
 
     def module_params(self, module: str, shard: Shard) -> dict:
         """The rule's params: exactly what may change this module's answers."""

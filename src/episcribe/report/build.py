@@ -130,7 +130,7 @@ def render_images(
     """
     started, cpu = time.monotonic(), time.process_time()
     dataset = LeRobotDataset.open(dataset_root, episodes)
-    camera = model.get("camera_key") or dataset.cameras[0]
+    camera = model.get("camera_key") or next(iter(dataset.cameras), None)  # None: depth only
     timelines_dir, overlays_dir = Path(timelines_dir), Path(overlays_dir)
     timelines_dir.mkdir(parents=True, exist_ok=True)
     overlays_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,10 @@ def build_report(
     started, cpu = time.monotonic(), time.process_time()
     if not (model.get("camera_key") and dataset_name):
         dataset = LeRobotDataset.open(dataset_root, episodes)
-        model = {**model, "camera_key": model.get("camera_key") or dataset.cameras[0]}
+        model = {
+            **model,
+            "camera_key": model.get("camera_key") or next(iter(dataset.cameras), None),
+        }
         dataset_name = dataset_name or dataset.name
     caps = {"max_timelines": max_timelines, "max_overlay_episodes": max_overlay_episodes}
     images = render_images(

@@ -4,11 +4,13 @@ One :class:`VlmClient` per job. ``complete_json`` sends one chat request whose a
 be a JSON object valid for a schema (sent as ``response_format`` json_schema, so servers
 with structured outputs constrain the decoding), within the token budget of its call kind
 (``max_completion_tokens``), with thinking on or off through the chat template
-(``chat_template_kwargs.enable_thinking``, which Qwen3-class templates read). Transport
-trouble (connection errors, timeouts, 429, 5xx) is retried with exponential backoff and
-jitter, rotating over the server replicas. An answer that is not valid JSON for the
-schema gets one re-prompt that names the problem; if that fails too, the call is logged
-as a WARNING, counted, and returns None: the caller skips the row and the run goes on.
+(``chat_template_kwargs.enable_thinking``, which Qwen3-class templates read, merged over
+``vlm.chat_template_kwargs``), and ``reasoning_effort`` when set (endpoints whose models
+think by default read it). Transport trouble (connection errors, timeouts, 429, 5xx) is
+retried with exponential backoff and jitter, rotating over the server replicas. An answer
+that is not valid JSON for the schema gets one re-prompt that names the problem; if that
+fails too, the call is logged as a WARNING, counted, and returns None: the caller skips
+the row and the run goes on.
 Only problems the user must fix (wrong model name, rejected API key) raise
 :class:`~episcribe.errors.ServerError`.
 
@@ -138,6 +140,8 @@ class VlmClient:
         max_completion_tokens: int | Mapping[str, int] = DEFAULT_BUDGET,
         budget_keys: Mapping[str, str] | None = None,
         enable_thinking: bool = False,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        reasoning_effort: str | None = None,
         temperature: float = 0.2,
         timeout_s: float = 120,
         max_retries: int = 4,
@@ -157,7 +161,13 @@ class VlmClient:
         )
         # kind -> the vlm.max_completion_tokens key that sets its budget (for messages)
         self.budget_keys = dict(budget_keys or {})
-        self.enable_thinking = enable_thinking
+        # enable_thinking wins over a key of the same name in the mapping: it also sizes
+        # the budgets (vlm.thinking_tokens), which must agree with what the template does.
+        self.chat_template_kwargs = {
+            **(chat_template_kwargs or {}),
+            "enable_thinking": enable_thinking,
+        }
+        self.reasoning_effort = reasoning_effort
         self.temperature = temperature
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -316,12 +326,16 @@ class VlmClient:
             "model": self.model,
             "messages": messages,
             "max_completion_tokens": self.budget(kind),
+        }
+        if self.reasoning_effort is not None:  # where the SDK puts it, when given
+            payload["reasoning_effort"] = self.reasoning_effort
+        payload |= {
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": kind, "schema": schema, "strict": True},
             },
             "temperature": self.temperature,
-            "chat_template_kwargs": {"enable_thinking": self.enable_thinking},
+            "chat_template_kwargs": self.chat_template_kwargs,
         }
         return json.dumps(
             payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False

@@ -18,6 +18,8 @@ def model_identity(vlm: dict, camera_key: str) -> dict:
         "camera_key": camera_key,
         "max_completion_tokens": token_budgets(vlm),
         "enable_thinking": vlm["enable_thinking"],
+        "chat_template_kwargs": vlm["chat_template_kwargs"],
+        "reasoning_effort": vlm["reasoning_effort"],
         "temperature": vlm["temperature"],
         "image_max_side": vlm["image_max_side"],
         "jpeg_quality": vlm["jpeg_quality"],

@@ -19,5 +19,6 @@ SPEC = ModuleSpec(
     upstream=("plan",),
     seeded=True,
     priority=20,
+    avoids=("vqa",),
     images_per_request=lambda settings: len(WINDOW_OFFSETS),
 )

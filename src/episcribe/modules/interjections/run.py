@@ -14,7 +14,10 @@ Per episode (event rows):
   and the one that follows, and writes what a person says, which must ask for exactly what
   the robot then visibly does (the recording cannot change), and the robot's spoken reply.
   It becomes an ``interjection`` row (role user) and a speech atom, both at the boundary's
-  exact frame timestamp. A failed or empty answer emits neither (skipped, counted).
+  exact frame timestamp, moved to the first later frame no VQA pair holds when one does
+  (``placement``: LeRobot trains one event kind per frame; the ``vqa_frames`` setting,
+  filled in by the workflow when vqa runs, says where its pairs go). A failed or empty
+  answer emits neither (skipped, counted).
 
 All calls of an episode are in flight at once.
 """
@@ -36,6 +39,7 @@ from episcribe.modules.base import (
     upstream_task,
 )
 from episcribe.modules.interjections import WINDOW_OFFSETS
+from episcribe.modules.placement import interjection_frames, vqa_frame_set
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,11 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     task = upstream_task(ctx)
     subtasks = upstream_subtasks(ctx)
     chosen = choose_boundaries(
-        ctx, [t for t, _ in subtasks], s["interjection_min_t"], s["max_interjections_per_episode"]
+        ctx,
+        [t for t, _ in subtasks],
+        s["interjection_min_t"],
+        s["max_interjections_per_episode"],
+        vqa_frames_to_avoid(ctx, s.get("vqa_frames")),
     )
     rng = rng_for(ctx.seed, ctx.episode.index, MODULE + ":scenario")
     scenarios = [rng.choice(SCENARIOS) for _ in chosen]
@@ -85,8 +93,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         return [speech_atom(speech, first)]
 
     async def interject(boundary: float, scenario: tuple[str, str]) -> list[dict]:
-        before = [text for t, text in subtasks if t < boundary]
-        after = [text for t, text in subtasks if t >= boundary]
+        previous, following = subtask_context(subtasks, boundary)
         times = window_times(ts, boundary)
         urls, layout = await ctx.frames.sheets(ctx.camera, times, 1)
         fields = {
@@ -95,8 +102,8 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
             "layout": layout,
             "timestamps": format_times(times),
             "boundary": f"{boundary:.3f}",
-            "previous_subtask": before[-1] if before else "(starting)",
-            "next_subtask": after[0] if after else "(finishing the task)",
+            "previous_subtask": previous,
+            "next_subtask": following,
             "scenario": scenario[0],
             "scenario_hint": scenario[1],
         }
@@ -115,18 +122,44 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
 
 
 def choose_boundaries(
-    ctx: EpisodeContext, starts: list[float], min_t: float, max_n: int
+    ctx: EpisodeContext,
+    starts: list[float],
+    min_t: float,
+    max_n: int,
+    avoid: set[int] = frozenset(),
 ) -> list[float]:
-    """The boundaries that get an interjection: seeded sample, in time order, real frames."""
+    """The boundaries that get an interjection: seeded sample, in time order, real frames,
+    each moved off the frames in ``avoid``."""
     ts = ctx.timestamps
     if not starts or max_n <= 0:
         return []
     first = frame_time(ts, 0)
     indices = sorted(set(snap_indices(ts, starts).tolist()) - {0})
-    candidates = [frame_time(ts, i) for i in indices]
-    candidates = [t for t in candidates if t - first >= min_t - 1e-6]
+    candidates = [i for i in indices if frame_time(ts, i) - first >= min_t - 1e-6]
     rng = rng_for(ctx.seed, ctx.episode.index, MODULE)
-    return sorted(rng.sample(candidates, min(max_n, len(candidates))))
+    chosen = sorted(rng.sample(candidates, min(max_n, len(candidates))))
+    return [frame_time(ts, i) for i in interjection_frames(chosen, avoid, len(ts))]
+
+
+def vqa_frames_to_avoid(ctx: EpisodeContext, vqa: dict | None) -> set[int]:
+    """The frames the vqa module puts its pairs on (none when it does not run)."""
+    if not vqa:
+        return set()
+    n_cameras = 1 if vqa["restrict_to_default_camera"] else len(ctx.dataset.cameras)
+    return vqa_frame_set(ctx.timestamps, vqa["vqa_emission_hz"], n_cameras)
+
+
+def subtask_context(subtasks: list[tuple[float, str]], boundary: float) -> tuple[str, str]:
+    """(the subtask just finished, the one the interjection asks for) at ``boundary``: the
+    latter is the one active there (a boundary moved off a VQA frame lies a frame or two
+    into it)."""
+    active = max(sum(1 for t, _ in subtasks if t <= boundary + 1e-6) - 1, 0)
+    before = [text for _, text in subtasks[:active]]
+    after = [text for _, text in subtasks[active:]]
+    return (
+        before[-1] if before else "(starting)",
+        after[0] if after else "(finishing the task)",
+    )
 
 
 def window_times(ts, boundary: float) -> list[float]:

@@ -11,13 +11,14 @@ QUESTION_TYPES = ("bbox", "keypoint", "count", "attribute", "spatial")
 
 SPEC = ModuleSpec(
     name="vqa",
-    version=1,
+    version=2,
     styles=frozenset({"vqa"}),
     prompt_kinds=tuple(f"vqa_{kind}" for kind in QUESTION_TYPES),
     section="vqa",
     seeded=True,
     # Throughput-bound: its jobs fill the model-server slots the plan chain leaves.
     priority=0,
+    placement=("vqa_emission_hz", "restrict_to_default_camera"),
     budget_keys={f"vqa_{kind}": "vqa" for kind in QUESTION_TYPES},
     images_per_request=lambda settings: 1,
 )

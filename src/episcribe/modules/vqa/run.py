@@ -1,9 +1,12 @@
 """The vqa module: frame-grounded question/answer pairs (event rows).
 
 Ticks at ``vqa_emission_hz`` from the first frame, each snapped to the nearest real frame
-(vectorised ``searchsorted``; ticks landing on the same frame count once). Cameras: every
-camera of the dataset, or only ``vlm.camera_key`` with ``restrict_to_default_camera``.
-For each (tick, camera), in tick-major, dataset-camera order, a question type is drawn from
+(vectorised ``searchsorted``; ticks landing on the same frame count once), then moved so
+that no frame carries two cameras' pairs or the robot's first spoken reply
+(``placement.vqa_frames``: LeRobot trains one event kind per frame). Cameras: every
+colour camera of the dataset, or only ``vlm.camera_key`` with
+``restrict_to_default_camera``. For each (tick, camera), in tick-major, dataset-camera
+order, a question type is drawn from
 bbox / keypoint / count / attribute / spatial with the RNG seeded from (seed, episode,
 "vqa"), and one ``vqa_<type>`` call on that frame (downscaled to ``vlm.image_max_side``)
 asks the model to pose a question of that type and answer it. The request names the camera
@@ -34,7 +37,8 @@ import math
 from typing import Any
 
 from episcribe.lerobot.language import make_row
-from episcribe.modules.base import EpisodeContext, clean_text, frame_time, rng_for, sample_times
+from episcribe.modules.base import EpisodeContext, clean_text, frame_time, rng_for
+from episcribe.modules.placement import vqa_frames
 from episcribe.modules.vqa import QUESTION_TYPES
 
 log = logging.getLogger(__name__)
@@ -48,10 +52,17 @@ DECODE_CHUNK = 32  # frames decoded (and held as images) at once per camera
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
     s = ctx.settings
     ts = ctx.timestamps
-    ticks = sample_times(ts, frame_time(ts, 0), frame_time(ts, len(ts) - 1), s["vqa_emission_hz"])
     cameras = [ctx.camera] if s["restrict_to_default_camera"] else list(ctx.dataset.cameras)
+    placed = vqa_frames(ts, s["vqa_emission_hz"], len(cameras))
+    # (time, camera) of every pair, tick-major in camera order: the order types are drawn
+    ticks = [
+        (frame_time(ts, frame), cam)
+        for tick in placed
+        for cam, frame in zip(cameras, tick, strict=True)
+        if frame is not None
+    ]
     rng = rng_for(ctx.seed, ctx.episode.index, MODULE)
-    kinds = {(t, cam): rng.choice(QUESTION_TYPES) for t in ticks for cam in cameras}
+    kinds = {tick: rng.choice(QUESTION_TYPES) for tick in ticks}
     space = s["coordinate_space"]
     task = " ".join(ctx.episode.task.split()) or "(not given)"
 
@@ -61,8 +72,9 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         """Decode and encode ``cam``'s frames chunk by chunk, starting each chunk's calls."""
         segment = ctx.frames.segment(cam)
         source = (segment.width, segment.height)
-        for i in range(0, len(ticks), DECODE_CHUNK):
-            chunk = ticks[i : i + DECODE_CHUNK]
+        times = [t for t, c in ticks if c == cam]
+        for i in range(0, len(times), DECODE_CHUNK):
+            chunk = times[i : i + DECODE_CHUNK]
             images = await ctx.frames.get(cam, chunk)
             urls = await ctx.frames.data_urls(images)
             for t, image, url in zip(chunk, images, urls, strict=True):
@@ -72,7 +84,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
 
     try:
         await asyncio.gather(*(produce(cam) for cam in cameras))
-        results = await asyncio.gather(*(calls[(t, cam)] for t in ticks for cam in cameras))
+        results = await asyncio.gather(*(calls[tick] for tick in ticks))
     finally:
         for call in calls.values():
             call.cancel()
