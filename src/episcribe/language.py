@@ -40,8 +40,10 @@ CAMERA_STYLES = frozenset({"vqa", "trace"})
 
 # Styles that stay in staging and never reach the dataset (``staging.merge_modules``
 # leaves them out): a keystate of the robot's signals; a subtask boundary the plan module
-# moved onto one. Their content is a JSON object (see ``signals`` and ``modules.plan``).
-STAGING_STYLES = frozenset({"keystate", "snap"})
+# moved onto one; a span the model gave before stitching (what ``episcribe eval`` scores
+# beside the written subtasks). Their content is a JSON object (see ``signals`` and
+# ``modules.plan``).
+STAGING_STYLES = frozenset({"keystate", "snap", "model_segment"})
 
 # Which styles each module may emit (anything else from that module is an error).
 MODULE_STYLES: dict[str, frozenset[str | None]] = {

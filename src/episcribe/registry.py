@@ -52,8 +52,9 @@ SPECS = (
     ),
     ModuleSpec(
         name="plan",
-        # snap rows (staging only) record boundaries moved onto keystates
-        styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap"}),
+        # staging only: snap rows record boundaries moved onto keystates, model_segment
+        # rows the model's spans before stitching
+        styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap", "model_segment"}),
         runner="episcribe.modules.plan:run_episode",
         prompt_kinds=("describe", "segment", "task_rephrasings", "derive_task", "memory"),
         section="plan",
