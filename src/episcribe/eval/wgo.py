@@ -7,7 +7,7 @@ list of ``{start_sec, end_sec, subtask}``, seconds from the video's start) and
 
 The import writes, in the output directory:
 
-- ``dataset/``: LeRobot v3, one camera (``observation.images.main``), one episode per
+- ``wgo_bench/``: LeRobot v3, one camera (``observation.images.main``), one episode per
   data and video file, the instruction as the episode's task, frames at their
   ``timestamp = frame_index / fps``. A LeRobot dataset has one frame rate, so each video
   is re-encoded as H.264 at the dataset's ``fps`` (``--fps``, default the most common
@@ -50,6 +50,7 @@ CAMERA = "observation.images.main"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 REPO_ID = "macrodata/WGO-Bench"
+DATASET_DIR = "wgo_bench"  # results/wgo_bench/ then holds the run
 COLUMNS = ("id", "video", "instruction", "segments", "metadata")
 # A last segment may end up to this far past the last frame (annotators mark the end of
 # the video); further out, the row does not describe its video.
@@ -95,7 +96,7 @@ def import_wgo(sources: list[Path], out: Path, fps: float | None = None) -> Impo
     for path in sources:
         _check_columns(path)
     fps = fps or _common_fps(sources)
-    dataset = out / "dataset"
+    dataset = out / DATASET_DIR
     if dataset.exists():
         raise WgoError(f"{dataset} exists; remove it (or choose another --out) to import again")
     work = dataset.with_name(f".dataset.tmp-{uuid.uuid4().hex[:8]}")
@@ -111,7 +112,6 @@ def import_wgo(sources: list[Path], out: Path, fps: float | None = None) -> Impo
                 item = _episode(row, ep, fps, work, total)
             except _BadRow as exc:
                 skipped.append(f"row {row.get('id')!r}: {exc}")
-                log.warning("skipped row %r: %s", row.get("id"), exc)
                 continue
             task = item["task"]
             if task and task not in tasks:
@@ -266,7 +266,7 @@ def _reencode(data: bytes, fps: float, path: Path, row_fps) -> tuple[int, tuple[
                 raise _BadRow(f"video is {stream.width}x{stream.height}")
             out = dst.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
             out.width, out.height, out.pix_fmt = width, height, "yuv420p"
-            out.time_base = Fraction(1, 1) / rate
+            out.time_base = out_period = 1 / rate
             out.codec_context.gop_size = max(2, round(2 * fps))
             src_rate = float(row_fps or stream.average_rate or fps)
             previous, t0, last = None, 0.0, 0.0
@@ -276,12 +276,12 @@ def _reencode(data: bytes, fps: float, path: Path, row_fps) -> tuple[int, tuple[
                     t0 = t  # the video's time zero: gold seconds count from its first frame
                 # The held frame is shown at every output time before this frame's.
                 while previous is not None and written / fps < t - t0 - 1e-6:
-                    written = _put(dst, out, previous, written, width, height)
+                    written = _put(dst, out, previous, written, width, height, out_period)
                 previous, last = frame, t - t0
             if previous is None:
                 raise _BadRow("the video holds no frame")
             while written / fps < last + 1 / src_rate - 1e-6:  # the last frame's period
-                written = _put(dst, out, previous, written, width, height)
+                written = _put(dst, out, previous, written, width, height, out_period)
             dst.mux(out.encode(None))
     except _BadRow:
         raise
@@ -290,9 +290,10 @@ def _reencode(data: bytes, fps: float, path: Path, row_fps) -> tuple[int, tuple[
     return written, (width, height)
 
 
-def _put(dst, out, frame, written: int, width: int, height: int) -> int:
+def _put(dst, out, frame, written: int, width: int, height: int, period: Fraction) -> int:
     image = frame.reformat(width=width, height=height, format="yuv420p")
     image.pts = written
+    image.time_base = period  # else the source's time base would stay with the frame
     dst.mux(out.encode(image))
     return written + 1
 

@@ -1,0 +1,171 @@
+"""``episcribe import-wgo`` and ``episcribe eval``: argument parsing and the printed tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from ..atomic import write_json
+from ..errors import UserError
+from . import judge as judges
+from .compare import paired_bootstrap
+from .cost import logs_dir, run_cost
+from .metrics import EpisodeScore, pooled, score_corpus
+from .sources import VIEW_NOTES, WRITTEN, Source, read_source
+from .wgo import REPO_ID, download, import_wgo
+
+IMPORT_HELP = """\
+usage: episcribe import-wgo [PARQUET ...] [--repo-id macrodata/WGO-Bench] --out DIR [--fps F]
+
+Turn a WGO-format parquet (WGO-Bench: id, video, instruction, segments, metadata) into a
+LeRobot v3 dataset (DIR/dataset) that the workflow annotates as it is, with the gold
+subtasks in DIR/gold.jsonl and episode -> row id in DIR/episodes.json. WGO-Bench is
+CC-BY-NC-SA-4.0: keep DIR out of any repository.
+"""
+
+
+def import_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="episcribe import-wgo", usage=IMPORT_HELP)
+    p.add_argument("parquet", nargs="*", type=Path)
+    p.add_argument("--repo-id", default=None, help=f"Hub dataset to download (e.g. {REPO_ID})")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fps", type=float, default=None, help="dataset fps (default: most common)")
+    args = p.parse_args(argv)
+    sources = list(args.parquet)
+    if args.repo_id:
+        sources += download(args.repo_id, args.revision, args.out / "source")
+    if not sources:
+        raise UserError("import-wgo needs a parquet file or --repo-id macrodata/WGO-Bench")
+    for path in sources:
+        if not path.is_file():
+            raise UserError(f"{path} does not exist")
+    done = import_wgo(sources, args.out, args.fps)
+    for line in done.skipped:
+        print(f"episcribe: skipped {line}", file=sys.stderr)
+    print(
+        f"episcribe: imported {done.episodes} episodes ({len(done.skipped)} rows skipped) into "
+        f"{done.dataset}; gold subtasks in {done.gold}\n"
+        f"next: episcribe --config dataset.root={done.dataset}, then episcribe eval --gold "
+        f"{done.gold} --pred results/{done.dataset.name}"
+    )
+    return 0
+
+
+def eval_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="episcribe eval",
+        description="Score predicted subtasks against gold (WGO-Bench metrics).",
+    )
+    p.add_argument("--gold", required=True, type=Path, help="JSONL, results dir or dataset")
+    p.add_argument("--pred", required=True, type=Path, action="append", help="(repeatable)")
+    p.add_argument("--judge", choices=("exact",), default="exact")
+    p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    args = p.parse_args(argv)
+    gold = read_source(args.gold)
+    if not gold.segments:
+        raise UserError(f"{args.gold} holds no gold segments")
+    judge, note = judges.exact, judges.EXACT_NOTE
+    report: dict = {"gold": str(args.gold), "judge": f"exact {note}", "predictions": []}
+    written: list[list[EpisodeScore]] = []
+    for path in args.pred:
+        pred = read_source(path)
+        entry = evaluate(gold, pred, judge)
+        report["predictions"].append(entry)
+        written.append(entry.pop("_scores"))
+        print_prediction(entry, note)
+    if len(written) == 2:
+        report["comparison"] = {
+            "segmentation_f1": paired_bootstrap(*written),
+            "end_to_end_f1": paired_bootstrap(*written, e2e=True),
+        }
+        print_comparison(report["comparison"], args.pred, note)
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def evaluate(gold: Source, pred: Source, judge) -> dict:
+    """Scores of every view of ``pred``: overall, per source family, per episode."""
+    views = {}
+    scores_written: list[EpisodeScore] = []
+    for view, segments in pred.views.items():
+        scores = score_corpus(segments, gold.segments, judge, pred.gold_labels)
+        if view == WRITTEN:
+            scores_written = scores
+        families = defaultdict(list)
+        for s in scores:
+            families[gold.families.get(s.episode, "all")].append(s)
+        views[view] = {
+            "what": VIEW_NOTES[view],
+            "overall": pooled(scores),
+            "families": {f: pooled(v) for f, v in sorted(families.items())}
+            if len(families) > 1
+            else {},
+            "episodes": [
+                {**s.to_json(), "source_family": gold.families.get(s.episode)} for s in scores
+            ],
+        }
+    seconds = sum(
+        gold.durations.get(ep, max((s.end for s in segs), default=0.0))
+        for ep, segs in gold.segments.items()
+    )
+    cost = run_cost(logs_dir(pred.results_dir), seconds) if pred.results_dir else None
+    return {
+        "path": str(pred.path),
+        "unmatched_episodes": sorted(set(pred.segments) - set(gold.segments)),
+        "missing_episodes": sorted(set(gold.segments) - set(pred.segments)),
+        "views": views,
+        "cost": cost,
+        "_scores": scores_written,
+    }
+
+
+def _fmt(value) -> str:
+    return "    -" if value is None else f"{value:5.3f}"
+
+
+def print_prediction(entry: dict, note: str) -> None:
+    print(f"\n{entry['path']}")
+    if entry["missing_episodes"]:
+        missing = entry["missing_episodes"]
+        print(f"  {len(missing)} gold episode(s) have no prediction (scored as none): {missing}")
+    header = (
+        f"  {'':<38} {'eps':>4} {'gold':>5} {'pred':>5} {'match':>5}  {'P':>5} {'R':>5} "
+        f"{'F1':>5}  {'label':>5} {'e2e F1':>6}"
+    )
+    print(header)
+    for view, result in entry["views"].items():
+        rows = [(VIEW_NOTES[view], result["overall"])]
+        if view == WRITTEN:
+            rows += [(f"  {family}", s) for family, s in result["families"].items()]
+        for name, s in rows:
+            print(
+                f"  {name:<38} {s['episodes']:>4} {s['gold']:>5} {s['predicted']:>5} "
+                f"{s['matched']:>5}  {_fmt(s['precision'])} {_fmt(s['recall'])} "
+                f"{_fmt(s['f1'])}  {_fmt(s['labeling_accuracy'])} {_fmt(s['end_to_end_f1'])}"
+            )
+    print(f"  label = labeling accuracy, e2e = end-to-end; judge: {note}")
+    cost = entry["cost"]
+    if cost:
+        rate = cost["per_video_hour"]
+        print(
+            f"  per video hour ({cost['video_hours'] * 60:.1f} min of video): "
+            f"{rate['calls']:.0f} model calls, {rate['uncached_prompt_tokens']:.0f} uncached "
+            f"prompt tokens, {rate['completion_tokens']:.0f} completion tokens "
+            "(the jobs that last ran)"
+        )
+
+
+def print_comparison(comparison: dict, paths: list[Path], note: str) -> None:
+    print(f"\n{paths[1]} - {paths[0]} (paired bootstrap over episodes, 95 %):")
+    for name, c in comparison.items():
+        low, high = c["interval"]
+        verdict = "beyond noise" if low > 0 or high < 0 else "within noise"
+        label = f"{name} {note}" if name == "end_to_end_f1" else name
+        print(
+            f"  {label}: {c['a']:.3f} -> {c['b']:.3f}, difference {c['difference']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}] {verdict}"
+        )

@@ -1,0 +1,152 @@
+"""The whole chain with known answers: WGO-format fixture -> import-wgo -> a real snakemake
+run against the fake server (oracle mode, or its ordinary answers) -> episcribe eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from smk import Workspace
+from wgo_fixture import FIXTURE, Row, write_wgo
+
+from episcribe.dataset import LeRobotDataset
+from episcribe.eval.command import eval_main
+from episcribe.eval.metrics import Segment, pooled, score_corpus
+from episcribe.eval.sources import read_source
+from episcribe.eval.wgo import import_wgo
+from episcribe.frames import decode_frames
+from episcribe.vlm.fake_oracle import Noise, noised, read_truth
+
+# The plan module alone, without the calls that do not shape subtasks.
+PLAN_ONLY = dict(
+    interjections__enabled=False,
+    vqa__enabled=False,
+    plan__n_task_rephrasings=0,
+    plan__emit_memory=False,
+)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("wgo")
+    bad = [
+        Row("outside", 3.0, [(0.0, 2.0, "a"), (2.0, 5.0, "b")]),
+        Row("no_segments", 2.0, []),
+        Row("undecodable", 2.0, [(0.0, 2.0, "a")], video=b"\x00\x00\x00 ftypisom junk"),
+    ]
+    source = write_wgo(root / "wgo.parquet", [*FIXTURE[:2], *bad, *FIXTURE[2:]])
+    return import_wgo([source], root / "import")
+
+
+def scores(tmp_path: Path, gold: Path, *preds: Path) -> dict:
+    out = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*')))}.json"
+    assert (
+        eval_main(["--gold", str(gold), *[f"--pred={p}" for p in preds], "--json", str(out)]) == 0
+    )
+    return json.loads(out.read_text())
+
+
+def test_import_writes_a_dataset_the_reader_takes_and_gold(imported):
+    assert imported.episodes == 4
+    assert [line.split(":")[0] for line in imported.skipped] == [
+        "row 'outside'",
+        "row 'no_segments'",
+        "row 'undecodable'",
+    ]
+    assert "outside the 3.000 s video" in imported.skipped[0]
+    dataset = LeRobotDataset.open(imported.dataset)
+    assert dataset.episode_indices() == [0, 1, 2, 3]
+    assert dataset.fps == 10 and dataset.cameras == ("observation.images.main",)
+    gold = [json.loads(line) for line in imported.gold.read_text().splitlines()]
+    assert [g["id"] for g in gold] == ["droid_a", "droid_b", "galaxea_a", "homer_a"]
+    assert [g["source_family"] for g in gold] == ["droid", "droid", "galaxea", "homer"]
+    for row, line in zip(FIXTURE, gold, strict=True):
+        episode = dataset.load_episode(line["episode"])
+        assert len(episode.timestamps) == round(row.seconds * 10)
+        assert episode.task == row.instruction
+        spans = [(s["start_sec"], s["end_sec"], s["label"]) for s in line["segments"]]
+        assert spans == [(float(a), float(b), c) for a, b, c in row.segments]
+    # The video still changes colour exactly at gold's first inner boundary (2.0 s).
+    segment = dataset.episode_info(0).videos["observation.images.main"]
+    before, at = decode_frames(segment, [1.9, 2.0])
+    assert before.getpixel((40, 50)) != at.getpixel((40, 50))
+    mapping = json.loads((imported.gold.parent / "episodes.json").read_text())
+    assert mapping["2"] == {"id": "galaxea_a", "source_family": "galaxea"}
+
+
+def test_import_resamples_a_row_at_another_frame_rate(tmp_path: Path):
+    rows = [FIXTURE[0], Row("fast", 3.0, [(0.0, 1.5, "a"), (1.5, 3.0, "b")], fps=20)]
+    done = import_wgo([write_wgo(tmp_path / "w.parquet", rows)], tmp_path / "out")
+    dataset = LeRobotDataset.open(done.dataset)
+    assert dataset.fps == 10  # the rows' most common rate... a tie goes to the first seen
+    assert len(dataset.load_episode(1).timestamps) == 30  # 3 s at 10 fps
+
+
+def test_oracle_run_scores_perfectly_and_eval_reads_every_source(imported, tmp_path: Path):
+    ws = Workspace(tmp_path / "ws", imported.dataset, vlm__fake__oracle=imported.gold, **PLAN_ONLY)
+    ws.run()
+    results = ws.root / "results" / "wgo_bench"
+    report = scores(tmp_path, imported.gold, results, results / "annotated")
+    run, dataset = report["predictions"]
+    written = run["views"]["written"]["overall"]
+    assert (written["gold"], written["predicted"], written["matched"]) == (12, 12, 12)
+    assert written["f1"] == written["end_to_end_f1"] == 1.0
+    # The model's spans before stitching, and before keystate snapping: the same here
+    # (gap-free gold on whole frames, no subtask under plan.min_subtask_seconds, no signals).
+    assert run["views"]["model"]["overall"]["f1"] == 1.0
+    assert run["views"]["unsnapped"]["overall"]["f1"] == 1.0
+    assert set(run["views"]["written"]["families"]) == {"droid", "galaxea", "homer"}
+    # The annotated dataset's subtask rows say the same as the staging they came from.
+    assert dataset["views"]["written"]["overall"] == written
+    assert report["comparison"]["segmentation_f1"]["difference"] == 0.0
+    cost = run["cost"]
+    assert cost["total"]["calls"] == 8  # describe + segment per episode
+    assert cost["video_hours"] == pytest.approx(26 / 3600)
+    assert cost["per_video_hour"]["calls"] == pytest.approx(8 * 3600 / 26)
+    assert 0 < cost["total"]["uncached_prompt_tokens"] < cost["total"]["prompt_tokens"]
+    # The command line prints the table.
+    proc = subprocess.run(
+        [sys.executable, "-m", "episcribe.cli", "eval", "--gold", str(imported.gold),
+         "--pred", str(results)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "1.000" in proc.stdout and "(exact-match lower bound)" in proc.stdout
+
+
+def test_noised_oracle_gives_the_score_its_noise_implies(imported, tmp_path: Path):
+    noise = Noise(merge_rate=0.5, swap_rate=1.0, seed=3)
+    ws = Workspace(
+        tmp_path / "ws",
+        imported.dataset,
+        vlm__fake__oracle=imported.gold,
+        vlm__fake__oracle_merge_rate=noise.merge_rate,
+        vlm__fake__oracle_swap_rate=noise.swap_rate,
+        vlm__fake__oracle_seed=noise.seed,
+        **PLAN_ONLY,
+    )
+    ws.run()
+    truth = read_truth(imported.gold)
+    said = {t.episode: [Segment(*s) for s in noised(t, noise)] for t in truth}
+    gold = read_source(imported.gold).segments
+    merges = sum(len(t.segments) - len(said[t.episode]) for t in truth)
+    assert merges > 0  # seed 3 merges some neighbours
+    expected = pooled(score_corpus(said, gold))
+    report = scores(tmp_path, imported.gold, ws.root / "results" / "wgo_bench")
+    written = report["predictions"][0]["views"]["written"]["overall"]
+    assert written["predicted"] == 12 - merges
+    assert (written["matched"], written["f1"]) == (expected["matched"], expected["f1"])
+    assert written["f1"] < 1.0
+    assert written["end_to_end_f1"] == 0.0  # every label swapped for a neighbour's
+
+
+def test_ordinary_fake_scores_low_without_crashing(imported, tmp_path: Path):
+    ws = Workspace(tmp_path / "ws", imported.dataset, **PLAN_ONLY)
+    ws.run()
+    report = scores(tmp_path, imported.gold, ws.root / "results" / "wgo_bench")
+    written = report["predictions"][0]["views"]["written"]["overall"]
+    assert written["gold"] == 12 and written["predicted"] > 0
+    assert written["f1"] < 0.5
+    assert written["end_to_end_f1"] == 0.0
