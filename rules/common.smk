@@ -16,19 +16,18 @@ from episcribe.outcomes import end_of_run_lines
 from episcribe.registry import MODULES as MODULE_SPECS
 from episcribe.stopping import guard_sigterm
 from episcribe.vlm import server
-from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset
+from episcribe.workflow import SERVER_RUN_DIR, WorkflowPlan, fetch_dataset, prompts_dir
 
 # Jobs started by this snakemake share one model server; it watches the main snakemake
 # process and stops when the run ends, however it ends. Job processes inherit the pid.
 if workflow.is_main_process:
     server.set_owner(os.getpid())
 
-# Relative to the working directory, so input paths stay the same when the checkout moves
-# (absolute paths would make a copied or renamed checkout re-run every job).
-PROMPTS = Path(os.path.relpath(Path(workflow.basedir) / "prompts"))
-
 try:
     config.update(resolve(config))
+    # Relative to the working directory, so input paths stay the same when the checkout
+    # moves (absolute paths would make a copied or renamed checkout re-run every job).
+    PROMPTS = Path(os.path.relpath(prompts_dir(config, Path(workflow.basedir) / "prompts")))
     # A Hub dataset is downloaded (once) by the main process, before the DAG needs it;
     # job processes re-read this file and find it there.
     if workflow.is_main_process:

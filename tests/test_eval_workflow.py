@@ -4,6 +4,7 @@ run against the fake server (oracle mode, or its ordinary answers) -> episcribe 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,18 @@ def test_oracle_run_scores_perfectly_and_eval_reads_every_source(imported, tmp_p
     assert cost["video_hours"] == pytest.approx(26 / 3600)
     assert cost["per_video_hour"]["calls"] == pytest.approx(8 * 3600 / 26)
     assert 0 < cost["total"]["uncached_prompt_tokens"] < cost["total"]["prompt_tokens"]
+    # A prompt variant: its own results directory, compared side by side.
+    variant = tmp_path / "segment_v2"
+    shutil.copytree(ws.root / "prompts", variant)
+    edited = (variant / "segment.txt").read_text() + "Name every object by its colour.\n"
+    (variant / "segment.txt").write_text(edited)
+    ws.run(prompts__dir=variant)
+    asked = [r for r in ws.fake_requests() if r["kind"] == "segment"]
+    assert len(asked) == 8  # 4 episodes, each asked again with the variant
+    compared = scores(tmp_path, imported.gold, results, results.with_name("wgo_bench+segment_v2"))
+    assert compared["comparison"]["segmentation_f1"] == {
+        "a": 1.0, "b": 1.0, "difference": 0.0, "interval": [0.0, 0.0], "draws": 2000
+    }  # fmt: skip
     # The command line prints the table.
     proc = subprocess.run(
         [sys.executable, "-m", "episcribe.cli", "eval", "--gold", str(imported.gold),

@@ -21,7 +21,7 @@ from .config import api_key, expand_dotted_keys, merge_sections, resolve
 from .errors import ConfigError, ServerError
 from .prompts import MODULE_PROMPT_KINDS, PromptSet
 from .vlm import server
-from .workflow import WorkflowPlan
+from .workflow import WorkflowPlan, prompts_dir
 
 PROMPTS = WORKFLOW_DIR / "prompts"
 MODELS_TIMEOUT_S = 10.0
@@ -45,8 +45,9 @@ def snakemake_config(args: list[str]) -> dict:
 
 def check(args: list[str], backend: bool = True) -> WorkflowPlan:
     """Every check, in the order a user would fix them; returns the run's plan."""
-    plan = WorkflowPlan(resolve(snakemake_config(args)), PROMPTS)
-    prompts = PromptSet(PROMPTS)
+    config = resolve(snakemake_config(args))
+    plan = WorkflowPlan(config, prompts_dir(config, PROMPTS))
+    prompts = PromptSet(plan.prompts_dir)
     for module in plan.modules:
         for kind in MODULE_PROMPT_KINDS[module]:
             prompts.get(kind)
