@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
-from smk import Workspace
+from smk import Workspace, free_port
 from wgo_fixture import FIXTURE, Row, write_wgo
 
 from episcribe.dataset import LeRobotDataset
@@ -163,3 +164,40 @@ def test_ordinary_fake_scores_low_without_crashing(imported, tmp_path: Path):
     assert written["gold"] == 12 and written["predicted"] > 0
     assert written["f1"] < 0.5
     assert written["end_to_end_f1"] == 0.0
+
+
+def test_model_judge_asks_the_served_model_once_per_label_pair(imported, tmp_path: Path):
+    gold = [json.loads(line) for line in imported.gold.read_text().splitlines()]
+    for line in gold:  # the right spans, the first label reworded, the rest word for word
+        line["segments"][0]["label"] = "Now " + line["segments"][0]["label"].upper()
+        line["segments"][1]["label"] = line["segments"][1]["label"] + " please"
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text("".join(json.dumps(line) + "\n" for line in gold))
+    out = tmp_path / "scores.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "episcribe.cli", "eval", "--gold", str(imported.gold),
+         "--pred", str(pred), "--judge", "model", "--json", str(out),
+         "--config", "vlm.backend=fake", f"vlm.api_base=http://127.0.0.1:{free_port()}/v1"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(model judge: Qwen/Qwen3.6-27B on the fake server)" in proc.stdout
+    asked = [
+        json.loads(line)
+        for log in (tmp_path / ".episcribe" / "server").glob("fake_requests_*.jsonl")
+        for line in log.read_text().splitlines()
+    ]
+    # "Now REACH FOR ..." normalises to "now reach for ...": not equal, so asked; 8 pairs.
+    assert [r["kind"] for r in asked] == ["judge"] * 8
+    assert all(r["n_images"] == 0 for r in asked)  # text only
+    server_dir = str(tmp_path / ".episcribe" / "server")
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if server_dir in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not left  # eval started the server, so it stopped it
+    written = json.loads(out.read_text())["predictions"][0]["views"]["written"]["overall"]
+    assert written["f1"] == 1.0
+    # The 12 - 8 = 4 labels given word for word are accepted without a call.
+    assert 4 / 12 <= written["end_to_end_f1"] <= 1.0

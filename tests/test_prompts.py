@@ -11,7 +11,14 @@ import pytest
 
 from episcribe.errors import UserError
 from episcribe.modules.vqa import coordinate_system
-from episcribe.prompts import MODULE_PROMPT_KINDS, Prompt, PromptSet, prompt_files, strip_notes
+from episcribe.prompts import (
+    EVAL_PROMPT_KINDS,
+    MODULE_PROMPT_KINDS,
+    Prompt,
+    PromptSet,
+    prompt_files,
+    strip_notes,
+)
 from episcribe.vlm.fake_answers import Request, plausible
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -101,7 +108,11 @@ def test_prompt_files_are_exactly_each_modules_templates_and_schemas():
         }
         assert all(f.is_file() for f in files)
     on_disk = {p.name for p in PROMPTS.iterdir() if p.suffix in (".txt", ".json")}
-    assert on_disk == {f.name for m in MODULE_PROMPT_KINDS for f in prompt_files(PROMPTS, m)}
+    evaluation = {f"{k}{ext}" for k in EVAL_PROMPT_KINDS for ext in (".txt", ".schema.json")}
+    assert (
+        on_disk
+        == {f.name for m in MODULE_PROMPT_KINDS for f in prompt_files(PROMPTS, m)} | evaluation
+    )
     with pytest.raises(ValueError, match="unknown module"):
         prompt_files(PROMPTS, "nope")
 

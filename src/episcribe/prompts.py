@@ -44,6 +44,10 @@ MODULE_PROMPT_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Call kinds of ``episcribe eval`` (no module's: no run's job reads them).
+EVAL_PROMPT_KINDS = ("judge",)
+
+
 def asks_model(module: str) -> bool:
     """Whether the module calls the model at all (``signals`` does not)."""
     return bool(MODULE_PROMPT_KINDS[module])

@@ -61,17 +61,27 @@ def eval_main(argv: list[str]) -> int:
     )
     p.add_argument("--gold", required=True, type=Path, help="JSONL, results dir or dataset")
     p.add_argument("--pred", required=True, type=Path, action="append", help="(repeatable)")
-    p.add_argument("--judge", choices=("exact",), default="exact")
+    p.add_argument(
+        "--judge",
+        choices=("exact", "model"),
+        default="exact",
+        help="exact: normalised string equality (a lower bound); model: the served model "
+        "decides (vlm.* settings from --config/--configfile, as for a run)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    p.add_argument("--config", nargs="*", default=[], help="KEY=VALUE (dotted), for --judge model")
+    p.add_argument("--configfile", nargs="+", default=[])
     args = p.parse_args(argv)
     gold = read_source(args.gold)
     if not gold.segments:
         raise UserError(f"{args.gold} holds no gold segments")
+    preds = [read_source(path) for path in args.pred]
     judge, note = judges.exact, judges.EXACT_NOTE
-    report: dict = {"gold": str(args.gold), "judge": f"exact {note}", "predictions": []}
+    if args.judge == "model":
+        judge, note = _model_judge(gold, preds, args)
+    report: dict = {"gold": str(args.gold), "judge": f"{args.judge} {note}", "predictions": []}
     written: list[list[EpisodeScore]] = []
-    for path in args.pred:
-        pred = read_source(path)
+    for pred in preds:
         entry = evaluate(gold, pred, judge)
         report["predictions"].append(entry)
         written.append(entry.pop("_scores"))
@@ -85,6 +95,50 @@ def eval_main(argv: list[str]) -> int:
     if args.json:
         write_json(args.json, report)
     return 0
+
+
+def _model_judge(gold: Source, preds: list[Source], args) -> tuple:
+    """Ask the served model about every label pair eval will judge; (judge, note)."""
+    import asyncio
+
+    from .. import WORKFLOW_DIR
+    from ..config import dotted_to_snakemake, resolve
+    from ..preflight import snakemake_config
+    from ..vlm import server
+    from ..vlm.server.probe import answers
+    from ..workflow import SERVER_RUN_DIR, prompts_dir
+
+    cli = ["--config", *map(dotted_to_snakemake, args.config)] if args.config else []
+    cli += ["--configfile", *args.configfile] if args.configfile else []
+    config = resolve(snakemake_config(cli))
+    vlm = config["vlm"]
+    pairs = []
+    for pred in preds:
+        for segments in pred.views.values():
+            for score in score_corpus(segments, gold.segments, None, pred.gold_labels):
+                task = gold.tasks.get(score.episode, "")
+                ordered = sorted(segments.get(score.episode, ()), key=lambda s: (s.start, s.end))
+                golds = sorted(gold.segments[score.episode], key=lambda s: (s.start, s.end))
+                pairs += [(ordered[p].label, golds[g].label, task) for p, g, _ in score.pairs]
+                labels = (pred.gold_labels or {}).get(score.episode, [])
+                pairs += [(lab, g.label, task) for lab, g in zip(labels, golds, strict=False)]
+    started = vlm["backend"] != "openai" and not (
+        (SERVER_RUN_DIR / "server.json").is_file() or answers(vlm["api_base"])
+    )
+    try:
+        urls = server.ensure(vlm, SERVER_RUN_DIR)
+        verdicts = asyncio.run(
+            judges.model_verdicts(pairs, prompts_dir(config, WORKFLOW_DIR / "prompts"), vlm, urls)
+        )
+    finally:
+        if started:
+            server.stop(SERVER_RUN_DIR)
+
+    def judge(pred: str, gold_label: str) -> bool:
+        return verdicts.get((pred, gold_label), judges.exact(pred, gold_label))
+
+    model = vlm["model_id"] + (" on the fake server" if vlm["backend"] == "fake" else "")
+    return judge, judges.MODEL_NOTE.format(model=model)
 
 
 def evaluate(gold: Source, pred: Source, judge) -> dict:

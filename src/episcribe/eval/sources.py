@@ -2,7 +2,7 @@
 
 - **A JSONL file**, one line per episode: ``{"episode": N, "segments": [{"start_sec",
   "end_sec", "label"}, ...]}``, optionally ``"source_family"``, ``"duration_sec"`` and
-  ``"gold_labels"`` (a prediction's labels for the gold spans, in gold's order: what
+  ``"task"``, ``"gold_labels"`` (a prediction's labels for the gold spans, in gold's order: what
   labeling accuracy scores). ``import-wgo`` writes gold this way.
 - **A results directory** (``results/<dataset>``): its ``staging/`` rows, merged exactly as
   the writer merges them (``staging.merge_modules``). Besides the written subtasks
@@ -53,6 +53,7 @@ class Source:
     durations: dict[int, float] = field(default_factory=dict)
     gold_labels: dict[int, list[str]] | None = None
     results_dir: Path | None = None  # where the run's call records can be found
+    tasks: dict[int, str] = field(default_factory=dict)
 
     @property
     def segments(self) -> dict[int, list[Segment]]:
@@ -81,6 +82,7 @@ def read_jsonl(path: Path) -> Source:
     families: dict[int, str] = {}
     durations: dict[int, float] = {}
     labels: dict[int, list[str]] = {}
+    tasks: dict[int, str] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -102,7 +104,9 @@ def read_jsonl(path: Path) -> Source:
                 durations[episode] = float(item["duration_sec"])
             if isinstance(item.get("gold_labels"), list):
                 labels[episode] = [str(x or "") for x in item["gold_labels"]]
-    return Source(path, {WRITTEN: segments}, families, durations, labels or None)
+            if isinstance(item.get("task"), str):
+                tasks[episode] = item["task"]
+    return Source(path, {WRITTEN: segments}, families, durations, labels or None, tasks=tasks)
 
 
 def _segment(item: object, where: str) -> Segment:
