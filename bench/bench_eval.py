@@ -13,8 +13,9 @@ Three runs of the default configuration against the fake server, each scored wit
 
     python bench/bench_eval.py --workdir bench/out/eval [--episodes 12]
 
-The fixture is synthetic (``tests/wgo_fixture.py``): episodes of 8-45 s at 10 fps, gold of
-2-8 gap-free subtasks of at least 1.5 s on a 0.1-s grid, drawn from ``--seed``.
+The fixture is synthetic (``tests/wgo_fixture.py``): episodes of 8-45 s at 10 fps and
+``--size`` (640x480), gold of 2-8 gap-free subtasks of at least 1.5 s on a 0.1-s grid, no
+two neighbours alike, drawn from ``--seed``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ OBJECTS = ("cup", "drawer", "sponge", "lid", "towel", "block", "bottle", "bowl")
 FAMILIES = ("droid", "galaxea", "homer")
 
 
-def fixture_rows(episodes: int, seed: int) -> list[Row]:
+def fixture_rows(episodes: int, seed: int, size: tuple[int, int]) -> list[Row]:
     rng = random.Random(seed)
     rows = []
     for e in range(episodes):
@@ -55,10 +56,12 @@ def fixture_rows(episodes: int, seed: int) -> list[Row]:
             if c - (kept[-1] if kept else 0) >= 15 and tenths - c >= 15:
                 kept.append(c)
         bounds = [0, *kept, tenths]
-        segs = [
-            (bounds[k] / 10, bounds[k + 1] / 10, f"{rng.choice(VERBS)} the {rng.choice(OBJECTS)}")
-            for k in range(len(bounds) - 1)
-        ]
+        labels: list[str] = []
+        while len(labels) < len(bounds) - 1:
+            label = f"{rng.choice(VERBS)} the {rng.choice(OBJECTS)}"
+            if not labels or label != labels[-1]:  # a repeat would be one continuing step
+                labels.append(label)
+        segs = [(bounds[k] / 10, bounds[k + 1] / 10, labels[k]) for k in range(len(labels))]
         rows.append(
             Row(
                 f"bench_{e:03d}",
@@ -66,6 +69,7 @@ def fixture_rows(episodes: int, seed: int) -> list[Row]:
                 segs,
                 instruction=f"Tidy up the {rng.choice(OBJECTS)} and the {rng.choice(OBJECTS)}",
                 family=FAMILIES[e % len(FAMILIES)],
+                size=size,
             )
         )
     return rows
@@ -88,6 +92,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--episodes", type=int, default=12)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--size", default="640x480", help="video WxH (image tokens follow it)")
     p.add_argument("--jitter", type=float, default=0.3)
     p.add_argument("--merge", type=float, default=0.15)
     p.add_argument("--swap", type=float, default=0.2)
@@ -97,7 +102,8 @@ def main() -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     started = time.perf_counter()
-    rows = fixture_rows(args.episodes, args.seed)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    rows = fixture_rows(args.episodes, args.seed, size)
     imported = import_wgo([write_wgo(work / "wgo.parquet", rows)], work / "import")
     seconds = sum(r.seconds for r in rows)
     print(
