@@ -201,3 +201,30 @@ def test_model_judge_asks_the_served_model_once_per_label_pair(imported, tmp_pat
     assert written["f1"] == 1.0
     # The 12 - 8 = 4 labels given word for word are accepted without a call.
     assert 4 / 12 <= written["end_to_end_f1"] <= 1.0
+
+
+@pytest.mark.parametrize(("swap", "accuracy"), [(0.0, 1.0), (1.0, 0.0)])
+def test_label_gold_spans_gives_the_labeling_accuracy_of_the_oracle(
+    imported, tmp_path: Path, swap, accuracy
+):
+    out = tmp_path / "scores.json"
+    config = ["vlm.backend=fake", f"vlm.api_base=http://127.0.0.1:{free_port()}/v1"]
+    config += [f"vlm.fake.oracle={imported.gold}", f"vlm.fake.oracle_swap_rate={swap}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "episcribe.cli", "eval", "--gold", str(imported.gold),
+         "--pred", str(imported.gold), "--label-gold", str(imported.dataset),
+         "--json", str(out), "--config", *config],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["labeling"]
+    assert result["gold_segments"] == 12
+    assert result["accuracy"] == accuracy
+    assert f"labeling accuracy (the model labels the 12 gold spans): {accuracy:.3f}" in proc.stdout
+    asked = [
+        json.loads(line)
+        for log in (tmp_path / ".episcribe" / "server").glob("fake_requests_*.jsonl")
+        for line in log.read_text().splitlines()
+    ]
+    assert [r["kind"] for r in asked] == ["label_segment"] * 12
+    assert all(r["n_images"] >= 1 for r in asked)  # the span's frames, as contact sheets

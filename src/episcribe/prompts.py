@@ -45,7 +45,7 @@ MODULE_PROMPT_KINDS: dict[str, tuple[str, ...]] = {
 
 
 # Call kinds of ``episcribe eval`` (no module's: no run's job reads them).
-EVAL_PROMPT_KINDS = ("judge",)
+EVAL_PROMPT_KINDS = ("judge", "label_segment")
 
 
 def asks_model(module: str) -> bool:

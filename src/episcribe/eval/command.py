@@ -68,18 +68,33 @@ def eval_main(argv: list[str]) -> int:
         help="exact: normalised string equality (a lower bound); model: the served model "
         "decides (vlm.* settings from --config/--configfile, as for a run)",
     )
+    p.add_argument(
+        "--label-gold",
+        type=Path,
+        default=None,
+        metavar="DATASET",
+        help="labeling accuracy: the served model labels each gold span from its frames in "
+        "DATASET (the imported dataset), with prompts/label_segment.txt",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
-    p.add_argument("--config", nargs="*", default=[], help="KEY=VALUE (dotted), for --judge model")
+    p.add_argument(
+        "--config", nargs="*", default=[], help="KEY=VALUE (dotted): vlm.*, prompts.dir, ..."
+    )
     p.add_argument("--configfile", nargs="+", default=[])
     args = p.parse_args(argv)
     gold = read_source(args.gold)
     if not gold.segments:
         raise UserError(f"{args.gold} holds no gold segments")
     preds = [read_source(path) for path in args.pred]
-    judge, note = judges.exact, judges.EXACT_NOTE
-    if args.judge == "model":
-        judge, note = _model_judge(gold, preds, args)
+    judge, note, labels = judges.exact, judges.EXACT_NOTE, None
+    if args.judge == "model" or args.label_gold:
+        from .served import ask_model
+
+        judge, note, labels = ask_model(gold, preds, args)
     report: dict = {"gold": str(args.gold), "judge": f"{args.judge} {note}", "predictions": []}
+    if labels is not None:
+        report["labeling"] = labeling(gold, labels, judge)
+        print_labeling(report["labeling"], note)
     written: list[list[EpisodeScore]] = []
     for pred in preds:
         entry = evaluate(gold, pred, judge)
@@ -95,50 +110,6 @@ def eval_main(argv: list[str]) -> int:
     if args.json:
         write_json(args.json, report)
     return 0
-
-
-def _model_judge(gold: Source, preds: list[Source], args) -> tuple:
-    """Ask the served model about every label pair eval will judge; (judge, note)."""
-    import asyncio
-
-    from .. import WORKFLOW_DIR
-    from ..config import dotted_to_snakemake, resolve
-    from ..preflight import snakemake_config
-    from ..vlm import server
-    from ..vlm.server.probe import answers
-    from ..workflow import SERVER_RUN_DIR, prompts_dir
-
-    cli = ["--config", *map(dotted_to_snakemake, args.config)] if args.config else []
-    cli += ["--configfile", *args.configfile] if args.configfile else []
-    config = resolve(snakemake_config(cli))
-    vlm = config["vlm"]
-    pairs = []
-    for pred in preds:
-        for segments in pred.views.values():
-            for score in score_corpus(segments, gold.segments, None, pred.gold_labels):
-                task = gold.tasks.get(score.episode, "")
-                ordered = sorted(segments.get(score.episode, ()), key=lambda s: (s.start, s.end))
-                golds = sorted(gold.segments[score.episode], key=lambda s: (s.start, s.end))
-                pairs += [(ordered[p].label, golds[g].label, task) for p, g, _ in score.pairs]
-                labels = (pred.gold_labels or {}).get(score.episode, [])
-                pairs += [(lab, g.label, task) for lab, g in zip(labels, golds, strict=False)]
-    started = vlm["backend"] != "openai" and not (
-        (SERVER_RUN_DIR / "server.json").is_file() or answers(vlm["api_base"])
-    )
-    try:
-        urls = server.ensure(vlm, SERVER_RUN_DIR)
-        verdicts = asyncio.run(
-            judges.model_verdicts(pairs, prompts_dir(config, WORKFLOW_DIR / "prompts"), vlm, urls)
-        )
-    finally:
-        if started:
-            server.stop(SERVER_RUN_DIR)
-
-    def judge(pred: str, gold_label: str) -> bool:
-        return verdicts.get((pred, gold_label), judges.exact(pred, gold_label))
-
-    model = vlm["model_id"] + (" on the fake server" if vlm["backend"] == "fake" else "")
-    return judge, judges.MODEL_NOTE.format(model=model)
 
 
 def evaluate(gold: Source, pred: Source, judge) -> dict:
@@ -175,6 +146,51 @@ def evaluate(gold: Source, pred: Source, judge) -> dict:
         "cost": cost,
         "_scores": scores_written,
     }
+
+
+def labeling(gold: Source, labels: dict[int, list[str]], judge) -> dict:
+    """Labeling accuracy of the model's labels for the gold spans, overall and per family."""
+    episodes = []
+    for ep, segments in sorted(gold.segments.items()):
+        spans = sorted(segments, key=lambda s: (s.start, s.end))
+        given = labels.get(ep, [])
+        accepted = [bool(lab) and judge(lab, s.label) for lab, s in zip(given, spans, strict=False)]
+        episodes.append(
+            {
+                "episode": ep,
+                "source_family": gold.families.get(ep),
+                "gold": len(spans),
+                "accepted": sum(accepted),
+                "labels": [
+                    {"gold": s.label, "predicted": lab, "accepted": ok}
+                    for s, lab, ok in zip(spans, given, accepted, strict=False)
+                ],
+            }
+        )
+    families: dict[str, list[dict]] = defaultdict(list)
+    for e in episodes:
+        families[e["source_family"] or "all"].append(e)
+
+    def accuracy(rows: list[dict]) -> float:
+        total = sum(r["gold"] for r in rows)
+        return sum(r["accepted"] for r in rows) / total if total else 0.0
+
+    return {
+        "accuracy": accuracy(episodes),
+        "gold_segments": sum(e["gold"] for e in episodes),
+        "families": {f: accuracy(rows) for f, rows in sorted(families.items())}
+        if len(families) > 1
+        else {},
+        "episodes": episodes,
+    }
+
+
+def print_labeling(result: dict, note: str) -> None:
+    families = ", ".join(f"{f} {a:.3f}" for f, a in result["families"].items())
+    print(
+        f"\nlabeling accuracy (the model labels the {result['gold_segments']} gold spans): "
+        f"{result['accuracy']:.3f}" + (f" ({families})" if families else "") + f"; judge: {note}"
+    )
 
 
 def _fmt(value) -> str:

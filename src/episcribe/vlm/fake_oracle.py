@@ -1,9 +1,11 @@
-"""The fake server's oracle mode: segment calls answered with a truth file's segments.
+"""The fake server's oracle mode: segment (and label_segment) calls answered from a truth file.
 
 With ``--oracle truth.jsonl`` (``vlm.fake.oracle``; the ``gold.jsonl`` that ``episcribe
 import-wgo`` writes) a segment call gets the gold subtasks of its episode inside its
 window, optionally noised, so a run's score is known before it starts: the whole chain
-import -> annotate -> eval is tested against answers with a known score.
+import -> annotate -> eval is tested against answers with a known score. A
+``label_segment`` call (``episcribe eval --label-gold``) gets the noised label of the
+truth segment that overlaps the span it names (``This step runs from ... s to ... s``) most.
 
 Which episode a request is about is read from the request itself, as a model would: the
 window's frame timestamps (``Frame timestamps (s): ...``), the episode's end when the
@@ -33,6 +35,7 @@ from pathlib import Path
 
 WHOLE_RE = re.compile(r"the whole episode runs from (-?[\d.]+) s to (-?[\d.]+) s")
 TASK_RE = re.compile(r"^Task of the episode:\s*(.+)$", re.MULTILINE)
+SPAN_RE = re.compile(r"This step runs from (-?[\d.]+) s to (-?[\d.]+) s")
 
 
 @dataclass(frozen=True)
@@ -138,3 +141,14 @@ class Oracle:
         return {
             "subtasks": [{"instruction": label, "start": a, "end": b} for a, b, label in inside]
         }
+
+    def label(self, text: str, times: list[float]) -> dict | None:
+        """The label_segment answer: the noised label of the span the request names."""
+        span = SPAN_RE.search(text)
+        truth = self.find(text, times) if span else None
+        if truth is None:
+            return None
+        lo, hi = float(span.group(1)), float(span.group(2))
+        segments = noised(truth, self.noise)
+        best = max(segments, key=lambda s: min(s[1], hi) - max(s[0], lo), default=None)
+        return {"instruction": best[2]} if best else None

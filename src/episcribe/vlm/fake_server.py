@@ -122,11 +122,14 @@ class FakeState:
         )
 
     def oracle_answer(self, req: Request) -> str | None:
-        """The truth file's segments for a segment call (oracle mode), else None."""
-        if self.oracle is None or req.kind != "segment":
+        """The truth file's answer to a segment or label_segment call (oracle mode), or None."""
+        if self.oracle is None or req.kind not in ("segment", "label_segment"):
             return None
-        _, most = max_items(req.schema, "subtasks", default=8)
-        value = self.oracle.segment(req.text, req.times, most)
+        if req.kind == "label_segment":
+            value = self.oracle.label(req.text, req.times)
+        else:
+            _, most = max_items(req.schema, "subtasks", default=8)
+            value = self.oracle.segment(req.text, req.times, most)
         return json.dumps(value) if value is not None else None
 
     def next_fault(self) -> str | None:
