@@ -71,3 +71,41 @@ def test_paired_bootstrap_separates_a_real_gain_from_noise():
     assert paired_bootstrap(a, mixed) == paired_bootstrap(a, mixed)  # fixed seed
     with pytest.raises(ValueError, match="same gold episodes"):
         paired_bootstrap(a, a[:5])
+
+
+def test_plots_show_every_episode_worst_first_with_matched_bars_in_one_colour(tmp_path):
+    from PIL import Image
+
+    from episcribe.eval.command import eval_main
+    from episcribe.report.draw import PALETTE, PLACEHOLDER
+
+    def jsonl(name, episodes):
+        path = tmp_path / name
+        lines = [
+            {
+                "episode": ep,
+                "segments": [{"start_sec": a, "end_sec": b, "label": c} for a, b, c in segs],
+            }
+            for ep, segs in episodes.items()
+        ]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return path
+
+    gold = jsonl("gold.jsonl", {0: [(0, 2, "a"), (2, 4, "b")], 1: [(0, 3, "c"), (3, 6, "d")]})
+    pred = jsonl("pred.jsonl", {0: [(0, 2, "a"), (2, 4, "b")], 1: [(0, 1, "x"), (1, 6, "y")]})
+    assert (
+        eval_main(["--gold", str(gold), "--pred", str(pred), "--plots", str(tmp_path / "p")]) == 0
+    )
+    page = (tmp_path / "p" / "index.html").read_text()
+    assert page.index("episode_000001.png") < page.index("episode_000000.png")  # F1 0 first
+    image = Image.open(tmp_path / "p" / "episode_000001.png").convert("RGB")
+    row = lambda y: {image.getpixel((x, y)) for x in range(260, 1370, 10)}  # noqa: E731
+
+    # Lanes start at y = 76 (gold) and 114 (the prediction): gold in colours, the
+    # prediction, which matched nothing, grey.
+    def has(colour, pixels):  # the PNG's palette may move a colour by a unit
+        return any(max(abs(a - b) for a, b in zip(colour, p, strict=True)) <= 2 for p in pixels)
+
+    assert has(PALETTE[0], row(80)) and has(PALETTE[1], row(80))
+    assert has(PLACEHOLDER, row(118))
+    assert not has(PALETTE[0], row(118)) and not has(PALETTE[1], row(118))

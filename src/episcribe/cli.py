@@ -29,7 +29,8 @@ usage: episcribe [run] [OPTIONS] --config KEY=VALUE ...
        episcribe stop-server
        episcribe import-wgo [PARQUET ...] [--repo-id macrodata/WGO-Bench] --out DIR
        episcribe eval --gold GOLD --pred PRED [--pred PRED2] [--judge exact|model]
-                      [--label-gold DATASET] [--json OUT] [--config KEY=VALUE ...]
+                      [--label-gold DATASET] [--json OUT] [--plots DIR]
+                      [--config KEY=VALUE ...]
        episcribe --help | --version
 
 Annotate a LeRobot v3 dataset with a vision-language model: subtasks, plans, memory,

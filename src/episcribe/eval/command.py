@@ -78,6 +78,14 @@ def eval_main(argv: list[str]) -> int:
     )
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
     p.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="per episode, gold and predicted subtask bars on one timeline (PNG), worst "
+        "first in DIR/index.html",
+    )
+    p.add_argument(
         "--config", nargs="*", default=[], help="KEY=VALUE (dotted): vlm.*, prompts.dir, ..."
     )
     p.add_argument("--configfile", nargs="+", default=[])
@@ -95,12 +103,13 @@ def eval_main(argv: list[str]) -> int:
     if labels is not None:
         report["labeling"] = labeling(gold, labels, judge)
         print_labeling(report["labeling"], note)
-    written: list[list[EpisodeScore]] = []
+    scored: list[dict[str, list[EpisodeScore]]] = []
     for pred in preds:
         entry = evaluate(gold, pred, judge)
         report["predictions"].append(entry)
-        written.append(entry.pop("_scores"))
+        scored.append(entry.pop("_scores"))
         print_prediction(entry, note)
+    written = [by_view[WRITTEN] for by_view in scored]
     if len(written) == 2:
         report["comparison"] = {
             "segmentation_f1": paired_bootstrap(*written),
@@ -109,17 +118,21 @@ def eval_main(argv: list[str]) -> int:
         print_comparison(report["comparison"], args.pred, note)
     if args.json:
         write_json(args.json, report)
+    if args.plots:
+        from .plots import write_page
+
+        named = [(str(p.path), p.views, by_view) for p, by_view in zip(preds, scored, strict=True)]
+        page = write_page(args.plots, gold.segments, gold.families, named)
+        print(f"\nper-episode timelines, worst first: {page}")
     return 0
 
 
 def evaluate(gold: Source, pred: Source, judge) -> dict:
     """Scores of every view of ``pred``: overall, per source family, per episode."""
     views = {}
-    scores_written: list[EpisodeScore] = []
+    by_view: dict[str, list[EpisodeScore]] = {}
     for view, segments in pred.views.items():
-        scores = score_corpus(segments, gold.segments, judge, pred.gold_labels)
-        if view == WRITTEN:
-            scores_written = scores
+        scores = by_view[view] = score_corpus(segments, gold.segments, judge, pred.gold_labels)
         families = defaultdict(list)
         for s in scores:
             families[gold.families.get(s.episode, "all")].append(s)
@@ -144,7 +157,7 @@ def evaluate(gold: Source, pred: Source, judge) -> dict:
         "missing_episodes": sorted(set(gold.segments) - set(pred.segments)),
         "views": views,
         "cost": cost,
-        "_scores": scores_written,
+        "_scores": by_view,
     }
 
 
