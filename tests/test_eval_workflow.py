@@ -228,3 +228,25 @@ def test_label_gold_spans_gives_the_labeling_accuracy_of_the_oracle(
     ]
     assert [r["kind"] for r in asked] == ["label_segment"] * 12
     assert all(r["n_images"] >= 1 for r in asked)  # the span's frames, as contact sheets
+
+
+def test_a_perfect_answer_loses_what_the_window_step_cap_implies(tmp_path: Path):
+    # 33.4 s: 35 samples at 1 fps, over plan.max_video_frames (32), so two windows of 18
+    # and 17 frames ([0, 17] s and [18, 33.3] s), allowed ceil(8 * 18 / 35) = 5 and
+    # ceil(8 * 17 / 35) = 4 subtasks. The second holds 5 gold pieces, so the oracle must
+    # merge its shortest two (e, f); the boundary at 17.5 s, between the windows' frames,
+    # moves to 18 s (IoU 17.5 / 18 and 5.3 / 5.8: still matches).
+    gold = [(0.0, 17.5, "a"), (17.5, 23.3, "b"), (23.3, 25.3, "c"), (25.3, 28.7, "d"),
+            (28.7, 31.4, "e"), (31.4, 33.4, "f")]  # fmt: skip
+    labels = ["pick up the cup", "open the drawer", "put the cup in the drawer",
+              "close the drawer", "wipe the table", "hang up the towel"]  # fmt: skip
+    gold = [(a, b, labels[k]) for k, (a, b, _) in enumerate(gold)]
+    done = import_wgo([write_wgo(tmp_path / "w.parquet", [Row("long", 33.4, gold)])], tmp_path)
+    ws = Workspace(tmp_path / "ws", done.dataset, vlm__fake__oracle=done.gold, **PLAN_ONLY)
+    ws.run()
+    report = scores(tmp_path, done.gold, ws.root / "results" / "wgo_bench")
+    views = report["predictions"][0]["views"]
+    written = views["written"]["overall"]
+    assert (written["gold"], written["predicted"], written["matched"]) == (6, 5, 4)
+    assert written["f1"] == pytest.approx(8 / 11)
+    assert views["model"]["overall"]["matched"] == 4  # the cap acts inside the model's answer
