@@ -79,12 +79,17 @@ def test_import_writes_a_dataset_the_reader_takes_and_gold(imported):
     assert mapping["2"] == {"id": "galaxea_a", "source_family": "galaxea"}
 
 
-def test_import_resamples_a_row_at_another_frame_rate(tmp_path: Path):
-    rows = [FIXTURE[0], Row("fast", 3.0, [(0.0, 1.5, "a"), (1.5, 3.0, "b")], fps=20)]
-    done = import_wgo([write_wgo(tmp_path / "w.parquet", rows)], tmp_path / "out")
+def test_import_resamples_and_letterboxes_a_row_of_another_rate_and_size(tmp_path: Path):
+    odd = Row("odd", 3.0, [(0.0, 1.5, "a"), (1.5, 3.0, "b")], fps=20, size=(48, 48))
+    done = import_wgo([write_wgo(tmp_path / "w.parquet", [FIXTURE[0], odd])], tmp_path / "out")
     dataset = LeRobotDataset.open(done.dataset)
-    assert dataset.fps == 10  # the rows' most common rate... a tie goes to the first seen
+    # The rows' most common rate and size (a tie goes to the first seen).
+    assert dataset.fps == 10
     assert len(dataset.load_episode(1).timestamps) == 30  # 3 s at 10 fps
+    frame = decode_frames(dataset.episode_info(1).videos["observation.images.main"], [0.0])[0]
+    assert frame.size == (96, 64)
+    # 48x48 scaled to 64x64 in the middle: black bars left and right, the colour inside.
+    assert max(frame.getpixel((4, 40))) < 30 and max(frame.getpixel((48, 40))) > 100
 
 
 def test_oracle_run_scores_perfectly_and_eval_reads_every_source(imported, tmp_path: Path):

@@ -9,11 +9,9 @@ The import writes, in the output directory:
 
 - ``wgo_bench/``: LeRobot v3, one camera (``observation.images.main``), one episode per
   data and video file, the instruction as the episode's task, frames at their
-  ``timestamp = frame_index / fps``. A LeRobot dataset has one frame rate, so each video
-  is re-encoded as H.264 at the dataset's ``fps`` (``--fps``, default the most common
-  row fps): a row at another rate is resampled (the frame shown at each output time is
-  the latest source frame at or before it), which keeps every second where it was, so
-  gold times stay valid;
+  ``timestamp = frame_index / fps``. Each video is re-encoded as H.264 at the dataset's
+  ``fps`` (``--fps``, default the most common row fps) and frame size (the most common
+  one; others letterboxed), see ``wgo_video``;
 - ``gold.jsonl``: per episode ``{"episode", "id", "source_family", "duration_sec",
   "task", "segments": [{"start_sec", "end_sec", "label"}]}``;
 - ``episodes.json``: episode index -> row id and source family.
@@ -25,26 +23,21 @@ any repository.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import write_json, write_text
 from ..errors import UserError
-
-log = logging.getLogger(__name__)
+from .wgo_video import BadVideo, reencode, video_size
 
 CAMERA = "observation.images.main"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -92,10 +85,11 @@ def download(repo_id: str, revision: str | None, dest: Path) -> list[Path]:
 
 
 def import_wgo(sources: list[Path], out: Path, fps: float | None = None) -> Imported:
-    """Write ``out/dataset``, ``out/gold.jsonl`` and ``out/episodes.json`` from WGO rows."""
+    """Write ``out/wgo_bench``, ``out/gold.jsonl`` and ``out/episodes.json`` from WGO rows."""
     for path in sources:
         _check_columns(path)
     fps = fps or _common_fps(sources)
+    size = _common_size(sources)
     dataset = out / DATASET_DIR
     if dataset.exists():
         raise WgoError(f"{dataset} exists; remove it (or choose another --out) to import again")
@@ -109,8 +103,8 @@ def import_wgo(sources: list[Path], out: Path, fps: float | None = None) -> Impo
         for row in _rows(sources):
             ep = len(episodes)
             try:
-                item = _episode(row, ep, fps, work, total)
-            except _BadRow as exc:
+                item = _episode(row, ep, fps, size, work, total)
+            except (_BadRow, BadVideo) as exc:
                 skipped.append(f"row {row.get('id')!r}: {exc}")
                 continue
             task = item["task"]
@@ -126,7 +120,7 @@ def import_wgo(sources: list[Path], out: Path, fps: float | None = None) -> Impo
                 f"no row of {', '.join(map(str, sources))} could be imported "
                 f"({len(skipped)} skipped: {'; '.join(skipped[:3])})"
             )
-        _write_meta(work, episodes, tasks, fps, total)
+        _write_meta(work, episodes, tasks, fps, size, total)
         dataset.parent.mkdir(parents=True, exist_ok=True)
         work.rename(dataset)
     finally:
@@ -185,7 +179,25 @@ def _common_fps(sources: list[Path]) -> float:
     return rates.most_common(1)[0][0]
 
 
-def _episode(row: dict, ep: int, fps: float, root: Path, start_index: int) -> dict:
+def _common_size(sources: list[Path]) -> tuple[int, int]:
+    """The most common video size (even sides): every video is letterboxed into it."""
+    sizes: Counter = Counter()
+    for path in sources:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1, columns=["video"]):
+            video = batch.column("video")[0].as_py()
+            video = video.get("bytes") if isinstance(video, dict) else video
+            found = video_size(bytes(video)) if video else None
+            if found:
+                sizes[found] += 1
+    if not sizes:
+        raise WgoError(f"no video of {', '.join(map(str, sources))} can be read")
+    (width, height), _ = sizes.most_common(1)[0]
+    return width - width % 2, height - height % 2
+
+
+def _episode(
+    row: dict, ep: int, fps: float, size: tuple[int, int], root: Path, start_index: int
+) -> dict:
     meta = _metadata(row)
     segments = row.get("segments") or []
     if not segments:
@@ -197,9 +209,9 @@ def _episode(row: dict, ep: int, fps: float, root: Path, start_index: int) -> di
         raise _BadRow("no video bytes")
     path = root / VIDEO_PATH.format(video_key=CAMERA, chunk_index=0, file_index=ep)
     try:
-        n_frames, size = _reencode(bytes(video), fps, path, meta.get("fps"))
+        n_frames = reencode(bytes(video), fps, path, size, meta.get("fps"))
         gold_segments = _gold_segments(segments, n_frames / fps)
-    except _BadRow:
+    except (_BadRow, BadVideo):
         path.unlink(missing_ok=True)  # the next good row takes this episode index
         raise
     duration = n_frames / fps
@@ -221,7 +233,6 @@ def _episode(row: dict, ep: int, fps: float, root: Path, start_index: int) -> di
             f"videos/{CAMERA}/to_timestamp": duration,
             "meta/episodes/chunk_index": 0,
             "meta/episodes/file_index": 0,
-            "size": size,
         },
         "gold": {
             "episode": ep,
@@ -251,53 +262,6 @@ def _gold_segments(segments: list, duration: float) -> list[dict]:
     return out
 
 
-def _reencode(data: bytes, fps: float, path: Path, row_fps) -> tuple[int, tuple[int, int]]:
-    """The video as H.264 at ``fps`` into ``path``: (frames written, (width, height))."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001)
-    written = 0
-    try:
-        with av.open(io.BytesIO(data)) as src, av.open(str(path), "w", format="mp4") as dst:
-            if not src.streams.video:
-                raise _BadRow("the mp4 has no video stream")
-            stream = src.streams.video[0]
-            width, height = stream.width - stream.width % 2, stream.height - stream.height % 2
-            if width < 2 or height < 2:
-                raise _BadRow(f"video is {stream.width}x{stream.height}")
-            out = dst.add_stream("libx264", rate=rate, options={"preset": "veryfast"})
-            out.width, out.height, out.pix_fmt = width, height, "yuv420p"
-            out.time_base = out_period = 1 / rate
-            out.codec_context.gop_size = max(2, round(2 * fps))
-            src_rate = float(row_fps or stream.average_rate or fps)
-            previous, t0, last = None, 0.0, 0.0
-            for k, frame in enumerate(src.decode(stream)):
-                t = frame.time if frame.time is not None else k / src_rate
-                if previous is None:
-                    t0 = t  # the video's time zero: gold seconds count from its first frame
-                # The held frame is shown at every output time before this frame's.
-                while previous is not None and written / fps < t - t0 - 1e-6:
-                    written = _put(dst, out, previous, written, width, height, out_period)
-                previous, last = frame, t - t0
-            if previous is None:
-                raise _BadRow("the video holds no frame")
-            while written / fps < last + 1 / src_rate - 1e-6:  # the last frame's period
-                written = _put(dst, out, previous, written, width, height, out_period)
-            dst.mux(out.encode(None))
-    except _BadRow:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise _BadRow(f"the video cannot be decoded ({type(exc).__name__}: {exc})") from None
-    return written, (width, height)
-
-
-def _put(dst, out, frame, written: int, width: int, height: int, period: Fraction) -> int:
-    image = frame.reformat(width=width, height=height, format="yuv420p")
-    image.pts = written
-    image.time_base = period  # else the source's time base would stay with the frame
-    dst.mux(out.encode(image))
-    return written + 1
-
-
 def _write_frames(root: Path, ep: int, n: int, fps: float, start: int, task_index: int) -> None:
     frame = np.arange(n, dtype=np.int64)
     table = pa.table(
@@ -314,9 +278,10 @@ def _write_frames(root: Path, ep: int, n: int, fps: float, start: int, task_inde
     pq.write_table(table, path)
 
 
-def _write_meta(root: Path, episodes: list[dict], tasks: list[str], fps: float, total: int):
-    widths = Counter(e.pop("size") for e in episodes)
-    (width, height), _ = widths.most_common(1)[0]
+def _write_meta(
+    root: Path, episodes: list[dict], tasks: list[str], fps: float, size: tuple, total: int
+) -> None:
+    width, height = size
     features = {
         CAMERA: {
             "dtype": "video",
