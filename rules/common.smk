@@ -18,19 +18,18 @@ from episcribe.modules.registry import MODULES as MODULE_SPECS
 from episcribe.command.stopping import guard_sigterm
 from episcribe.vlm import server
 from episcribe.pipeline.layout import SERVER_RUN_DIR
-from episcribe.pipeline.workflow import WorkflowPlan, fetch_dataset
+from episcribe.pipeline.workflow import WorkflowPlan, fetch_dataset, prompts_dir
 
 # Jobs started by this snakemake share one model server; it watches the main snakemake
 # process and stops when the run ends, however it ends. Job processes inherit the pid.
 if workflow.is_main_process:
     server.set_owner(os.getpid())
 
-# Relative to the working directory, so input paths stay the same when the checkout moves
-# (absolute paths would make a copied or renamed checkout re-run every job).
-PROMPTS = Path(os.path.relpath(Path(workflow.basedir) / "prompts"))
-
 try:
     config.update(resolve(config))
+    # Relative to the working directory, so input paths stay the same when the checkout
+    # moves (absolute paths would make a copied or renamed checkout re-run every job).
+    PROMPTS = Path(os.path.relpath(prompts_dir(config, Path(workflow.basedir) / "prompts")))
     # A Hub dataset is downloaded (once) by the main process, before the DAG needs it;
     # job processes re-read this file and find it there.
     if workflow.is_main_process:

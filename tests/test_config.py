@@ -22,7 +22,16 @@ def test_empty_config_gets_every_spec_default():
     assert config["vlm"]["model_id"] == "Qwen/Qwen3.6-27B"
     assert config["vlm"]["api_base"] == "http://127.0.0.1:8000/v1"
     assert config["vlm"]["client_concurrency"] == 16
-    assert config["vlm"]["fake"] == {"latency_ms": 0, "max_concurrency": 0, "fault_rate": 0.0}
+    assert config["vlm"]["fake"] == {
+        "latency_ms": 0,
+        "max_concurrency": 0,
+        "fault_rate": 0.0,
+        "oracle": None,
+        "oracle_jitter_s": 0.0,
+        "oracle_merge_rate": 0.0,
+        "oracle_swap_rate": 0.0,
+        "oracle_seed": 0,
+    }
     assert config["plan"]["max_video_frames"] == 32
     assert config["plan"]["derive_task_from_video"] == "if_short"
     assert config["interjections"]["max_interjections_per_episode"] == 3

@@ -11,6 +11,7 @@ import pytest
 
 from episcribe.errors import UserError
 from episcribe.modules.prompts import (
+    EVAL_PROMPT_KINDS,
     MODULE_PROMPT_KINDS,
     Prompt,
     PromptSet,
@@ -107,7 +108,11 @@ def test_prompt_files_are_exactly_each_modules_templates_and_schemas():
         }
         assert all(f.is_file() for f in files)
     on_disk = {p.name for p in PROMPTS.rglob("*") if p.suffix in (".txt", ".json")}
-    assert on_disk == {f.name for m in MODULE_PROMPT_KINDS for f in prompt_files(PROMPTS, m)}
+    evaluation = {f"{k}{ext}" for k in EVAL_PROMPT_KINDS for ext in (".txt", ".schema.json")}
+    assert (
+        on_disk
+        == {f.name for m in MODULE_PROMPT_KINDS for f in prompt_files(PROMPTS, m)} | evaluation
+    )
     with pytest.raises(ValueError, match="unknown module"):
         prompt_files(PROMPTS, "nope")
 

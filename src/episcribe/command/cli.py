@@ -27,6 +27,10 @@ usage: episcribe [run] [OPTIONS] --config KEY=VALUE ...
        episcribe report [OPTIONS] --config KEY=VALUE ...
        episcribe redo results/<dataset> --episodes N [N ...] [--modules M ...]
        episcribe stop-server
+       episcribe import-wgo [PARQUET ...] [--repo-id macrodata/WGO-Bench] --out DIR
+       episcribe eval --gold GOLD --pred PRED [--pred PRED2] [--judge exact|model]
+                      [--label-gold DATASET] [--json OUT] [--plots DIR]
+                      [--config KEY=VALUE ...]
        episcribe --help | --version
 
 Annotate a LeRobot v3 dataset with a vision-language model: subtasks, plans, memory,
@@ -40,6 +44,9 @@ commands:
   redo          ask the model again for these episodes at the next run (forgets their
                 cached answers; all modules, or the ones named)
   stop-server   stop this directory's model server, if one is left running
+  import-wgo    WGO-Bench (or a file in its format) -> a LeRobot dataset + gold.jsonl
+  eval          score predicted subtasks against gold: segmentation F1, labeling
+                accuracy, end-to-end F1, cost per video hour (README: Measuring quality)
 
 common config keys (--config key=value, dotted; config.yaml in the package lists all):
   dataset.root=DIR            the LeRobot v3 dataset to annotate (required)
@@ -121,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "--version":
         print(version())
         return 0
-    command = args.pop(0) if args[0] in ("run", "report", "redo", "stop-server") else "run"
+    commands = ("run", "report", "redo", "stop-server", "import-wgo", "eval")
+    command = args.pop(0) if args[0] in commands else "run"
     try:
+        if command in ("import-wgo", "eval"):
+            from episcribe.eval import command as measure
+
+            return (measure.import_main if command == "import-wgo" else measure.eval_main)(args)
         if command == "stop-server":
             return _stop_server(args)
         if command == "redo":

@@ -27,7 +27,7 @@ from episcribe.errors import ConfigError, ServerError
 from episcribe.lerobot.data_check import check_data
 from episcribe.lerobot.file_commit import finish_interrupted
 from episcribe.modules.prompts import MODULE_PROMPT_KINDS, PromptSet
-from episcribe.pipeline.workflow import WorkflowPlan
+from episcribe.pipeline.workflow import WorkflowPlan, prompts_dir
 from episcribe.vlm import server
 
 PROMPTS = WORKFLOW_DIR / "prompts"
@@ -52,12 +52,13 @@ def snakemake_config(args: list[str]) -> dict:
 
 def check(args: list[str], backend: bool = True) -> WorkflowPlan:
     """Every check, in the order a user would fix them; returns the run's plan."""
-    plan = WorkflowPlan(resolve(snakemake_config(args)), PROMPTS)
+    config = resolve(snakemake_config(args))
+    plan = WorkflowPlan(config, prompts_dir(config, PROMPTS))
     # Before anything reads the output: a write killed mid-commit is finished first.
     note = finish_interrupted(Path(plan.destination() or plan.dataset.root))
     if note:
         print(f"episcribe: {note}", file=sys.stderr)
-    prompts = PromptSet(PROMPTS)
+    prompts = PromptSet(plan.prompts_dir)
     for module in plan.modules:
         for kind in MODULE_PROMPT_KINDS[module]:
             prompts.get(kind)

@@ -38,9 +38,10 @@ CAMERA_STYLES = frozenset({"vqa", "trace"})
 
 # Styles that stay in staging and never reach the dataset (``staging.merge_modules``
 # leaves them out): a keystate of the robot's signals; a subtask boundary the plan module
-# moved onto one; the task the plan module worked under, which the modules downstream read.
-# Their content is a JSON object (see the signals and plan modules).
-STAGING_STYLES = frozenset({"keystate", "snap", "task"})
+# moved onto one; the task the plan module worked under, which the modules downstream read;
+# a span the model gave before stitching (what ``episcribe eval`` scores beside the written
+# subtasks). Their content is a JSON object (see the signals and plan modules).
+STAGING_STYLES = frozenset({"keystate", "snap", "task", "model_segment"})
 
 # The ``info.json`` feature entry of both language columns.
 LANGUAGE_FEATURE: dict[str, Any] = {"dtype": "language", "shape": [1], "names": None}

@@ -42,7 +42,12 @@ SPLIT_LINE = "---"
 MODULE_PROMPT_KINDS: dict[str, tuple[str, ...]] = {
     spec.name: spec.prompt_kinds for spec in registry.SPECS
 }
-KIND_MODULE = {kind: module for module, kinds in MODULE_PROMPT_KINDS.items() for kind in kinds}
+# Call kinds of ``episcribe eval`` (no module's: no run's job reads them): prompts/eval/.
+EVAL_PROMPT_KINDS = ("judge", "label_segment")
+KIND_FOLDER = {
+    **{kind: module for module, kinds in MODULE_PROMPT_KINDS.items() for kind in kinds},
+    **{kind: "eval" for kind in EVAL_PROMPT_KINDS},
+}
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ class PromptSet:
         return prompt
 
     def _load(self, kind: str) -> Prompt:
-        folder = self.dir / KIND_MODULE[kind] if kind in KIND_MODULE else self.dir
+        folder = self.dir / KIND_FOLDER[kind] if kind in KIND_FOLDER else self.dir
         txt, schema_path = template_path(folder, kind), schema_path_for(folder, kind)
         for path in (txt, schema_path):
             if not path.is_file():

@@ -26,6 +26,12 @@ from pathlib import Path
 SERVER_RUN_DIR = Path(".episcribe") / "server"
 
 
+def jobs_root(results: Path) -> Path:
+    """Where the annotate jobs of the run at ``results`` (results/{dataset}) keep their
+    summaries and metrics, one folder per module."""
+    return Path(results) / "jobs"
+
+
 @dataclass(frozen=True)
 class Layout:
     dataset: str
@@ -44,7 +50,7 @@ class Layout:
 
     def jobs(self, module: str) -> Path:
         """The annotate jobs' summaries and metrics of one module."""
-        return self.results / "jobs" / f"annotate_{module}"
+        return jobs_root(self.results) / f"annotate_{module}"
 
     def job_summary(self, module: str, shard_label: str) -> str:
         return str(self.jobs(module) / f"{shard_label}.summary.json")

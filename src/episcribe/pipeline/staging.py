@@ -22,7 +22,9 @@ Staging-only rows (``language.STAGING_STYLES``) never reach the dataset: the ``s
 module's ``keystate`` rows (one per keystate, at its frame; content
 ``{"arm", "kind", "part"}``) are what the plan module reads to place its boundaries, and
 the plan module's ``snap`` rows (content ``{"from", "keystate"}``, at the boundary's new
-time) record each subtask boundary it moved onto a keystate. Keeping them as rows keeps
+time) record each subtask boundary it moved onto a keystate; its ``model_segment`` rows
+(content ``{"start", "end", "instruction"}``) keep the spans the model gave before
+stitching. Keeping them as rows keeps
 one file per module and episode, cached and diffed like the rest; ``merge_modules``
 leaves them out, so the validator's resolver checks and the writer never see them.
 """

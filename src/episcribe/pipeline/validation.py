@@ -9,8 +9,8 @@ Errors (the write is refused unless ``skip_validation``):
   ``content``/``style``/``camera`` not a string or null, ``tool_calls`` not a list of
   objects or null (all of which the writer's Arrow cast would reject);
 - a row's style is unknown, or not one its module may emit (wrong column for the module);
-- a staging-only row (``keystate``, ``snap``) off the episode's frames or whose content is
-  not a JSON object (these rows are never written);
+- a staging-only row (``keystate``, ``snap``, ``model_segment``) off the episode's frames
+  or whose content is not a JSON object (these rows are never written);
 - the camera rule: ``vqa``/``trace`` rows need a camera the dataset has, every other
   style has ``camera = null``;
 - a row with neither content nor tool calls; a ``style = null`` row without tool calls;
@@ -258,7 +258,7 @@ def validate_episode(
 
 
 def _staging_only_problem(row: Mapping, frames: set) -> str | None:
-    """A keystate or snap row must sit on a frame and hold a JSON object."""
+    """A staging-only row must sit on a frame and hold a JSON object."""
     if float32_timestamp(row["timestamp"]) not in frames:
         return f"{row['style']} timestamp {row['timestamp']!r} is not one of the episode's frames"
     try:

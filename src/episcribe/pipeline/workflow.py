@@ -58,10 +58,26 @@ class Shard:
 
 
 def dataset_name(config: dict) -> str:
+    """The run's name under results/ and logs/: the dataset's, + the prompt variant's."""
     root = config["dataset"]["root"]
-    if root:
-        return Path(root).resolve().name
-    return config["dataset"]["repo_id"].replace("/", "__")
+    name = Path(root).resolve().name if root else config["dataset"]["repo_id"].replace("/", "__")
+    variant = (config.get("prompts") or {}).get("dir")
+    # A prompt variant's run must not resume from (or overwrite) the default prompts' run.
+    return f"{name}+{Path(variant).resolve().name}" if variant else name
+
+
+def prompts_dir(config: dict, default: Path) -> Path:
+    """The directory of the run's prompt files: prompts.dir, or the workflow's own."""
+    variant = (config.get("prompts") or {}).get("dir")
+    if not variant:
+        return default
+    path = Path(variant)
+    if not path.is_dir():
+        raise ConfigError(
+            f"prompts.dir {variant} is not a directory: give a copy of the workflow's "
+            "prompts/ with your edits (every <kind>.txt and <kind>.schema.json)"
+        )
+    return path
 
 
 def dataset_root(config: dict) -> Path:

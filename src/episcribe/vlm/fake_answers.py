@@ -147,7 +147,7 @@ class Request:
             self.width, self.height = image_sizes[0]
 
 
-def _max_items(schema: dict | None, *path: str, default: int) -> tuple[int, int]:
+def max_items(schema: dict | None, *path: str, default: int) -> tuple[int, int]:
     node = schema or {}
     for key in path:
         node = node.get("properties", {}).get(key, {})
@@ -156,7 +156,7 @@ def _max_items(schema: dict | None, *path: str, default: int) -> tuple[int, int]
 
 
 def _segment(req: Request, rng: random.Random) -> dict:
-    lo, hi = _max_items(req.schema, "subtasks", default=4)
+    lo, hi = max_items(req.schema, "subtasks", default=4)
     first, last = req.times[0], req.times[-1]
     n = max(lo, min(hi, rng.randint(2, 4)))
     cuts = sorted(rng.uniform(first, last) for _ in range(n - 1))
@@ -170,7 +170,7 @@ def _segment(req: Request, rng: random.Random) -> dict:
 
 
 def _rephrasings(req: Request, rng: random.Random) -> dict:
-    lo, hi = _max_items(req.schema, "rephrasings", default=5)
+    lo, hi = max_items(req.schema, "rephrasings", default=5)
     n = max(lo, min(hi, 5))
     task = req.task or instruction(rng).lower()
     openers = ("Please", "Could you", "Go ahead and", "I need you to", "Now", "Carefully")
@@ -221,7 +221,7 @@ def _vqa(req: Request, rng: random.Random, kind: str) -> dict:
 def plausible(req: Request, rng: random.Random) -> dict | None:
     kind = req.kind or ""
     if kind == "describe":
-        _, hi = _max_items(req.schema, "narration", default=len(req.times))
+        _, hi = max_items(req.schema, "narration", default=len(req.times))
         times = [req.times[round(i * (len(req.times) - 1) / max(hi - 1, 1))] for i in range(hi)]
         times = sorted(set(times))
         return {"narration": [{"time": t, "observation": observation(rng)} for t in times]}
@@ -238,7 +238,7 @@ def plausible(req: Request, rng: random.Random) -> dict | None:
     if kind == "interjection":
         return {"interjection": f"Actually, {instruction(rng).lower()} first.", "speech": "Sure."}
     if kind == "plan_refresh":
-        lo, hi = _max_items(req.schema, "plan", default=4)
+        lo, hi = max_items(req.schema, "plan", default=4)
         return {"plan": [instruction(rng) for _ in range(max(lo, min(hi, rng.randint(2, 4))))]}
     if kind.startswith("vqa_"):
         return _vqa(req, rng, kind)

@@ -18,6 +18,9 @@ answer is seeded by a hash of the request.
 - ``--fault-rate``: that share of calls, chosen by arrival order (deterministic), is
   answered with a fault; faults cycle through ``--fault-cycle`` (default: HTTP 500, a
   timeout that holds the connection, non-JSON text, schema-violating JSON).
+- ``--oracle truth.jsonl`` (+ ``--oracle-jitter-s``, ``--oracle-merge-rate``,
+  ``--oracle-swap-rate``, ``--oracle-seed``): segment calls are answered with the truth
+  file's segments of the request's episode, noised (:mod:`episcribe.vlm.fake_oracle`).
 - ``--request-log``: one JSON line per call: arrival, start (after queueing), end
   (before the reply), kind, task (the "Task:" line of the prompt, if any), n_images,
   image_sizes, request_bytes, status, fault,
@@ -56,6 +59,7 @@ from episcribe.vlm.fake_answers import (
     answer,
     generation,
     instruction,
+    max_items,
     observation,
     runaway,
 )
@@ -69,6 +73,7 @@ from episcribe.vlm.fake_limits import (
     prompt_units,
     request_videos,
 )
+from episcribe.vlm.fake_oracle import Noise, Oracle
 
 FAULTS = ("500", "429", "timeout", "nonjson", "schema", "whitespace")
 DEFAULT_MAX_MODEL_LEN = 262_144
@@ -103,6 +108,30 @@ class FakeState:
         self.faults = 0
         self.log = open(args.request_log, "a", encoding="utf-8") if args.request_log else None
         self.clip_dir = str(Path(args.request_log).parent / "clips") if args.request_log else None
+        self.oracle = (
+            Oracle(
+                args.oracle,
+                Noise(
+                    args.oracle_jitter_s,
+                    args.oracle_merge_rate,
+                    args.oracle_swap_rate,
+                    args.oracle_seed,
+                ),
+            )
+            if args.oracle
+            else None
+        )
+
+    def oracle_answer(self, req: Request) -> str | None:
+        """The truth file's answer to a segment or label_segment call (oracle mode), or None."""
+        if self.oracle is None or req.kind not in ("segment", "label_segment"):
+            return None
+        if req.kind == "label_segment":
+            value = self.oracle.label(req.text, req.times)
+        else:
+            _, most = max_items(req.schema, "subtasks", default=8)
+            value = self.oracle.segment(req.text, req.times, most)
+        return json.dumps(value) if value is not None else None
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -213,7 +242,7 @@ class Handler(BaseHTTPRequestHandler):
             elif fault == "schema":
                 content = json.dumps({"unexpected": instruction(rng)})
             else:
-                content = answer(req, rng)
+                content = state.oracle_answer(req) or answer(req, rng)
             if fault == "whitespace" and state.compact_json:
                 entry["fault"] = None  # the grammar allows no free whitespace to run on with
             elif fault == "whitespace":
@@ -322,6 +351,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--structured-outputs-config", type=_json_object, default={})
     p.add_argument("--reasoning-parser", default="")
     p.add_argument("--enable-prompt-tokens-details", action="store_true")
+    p.add_argument("--oracle", default=None, help="truth JSONL: answer segment calls with it")
+    p.add_argument("--oracle-jitter-s", type=float, default=0.0)
+    p.add_argument("--oracle-merge-rate", type=float, default=0.0)
+    p.add_argument("--oracle-swap-rate", type=float, default=0.0)
+    p.add_argument("--oracle-seed", type=int, default=0)
     args = p.parse_args(argv)
     unknown = set(filter(None, args.fault_cycle.split(","))) - set(FAULTS)
     if unknown:

@@ -26,8 +26,8 @@ SPEC = ModuleSpec(
     version=2,
     # Staging only: snap rows record boundaries moved onto keystates; the task row, the task
     # it worked under (the dataset's or one derived from the video), for the modules
-    # downstream.
-    styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap", "task"}),
+    # downstream; model_segment rows, the model's spans before stitching (for eval).
+    styles=frozenset({"subtask", "plan", "memory", "task_aug", "snap", "task", "model_segment"}),
     prompt_kinds=("describe", "segment", "task_rephrasings", "derive_task", "memory"),
     section="plan",
     upstream=("signals",),

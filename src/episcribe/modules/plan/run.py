@@ -35,7 +35,8 @@ Per episode:
    episode loses its label. Nothing usable from the
    model: one subtask, the effective task, over the whole episode (logged).
    With the signals module on, its keystates are facts in the segment prompt and each
-   boundary near one moves onto it (``grounding``: snap rows record the moves).
+   boundary near one moves onto it (``grounding``: snap rows record the moves). The
+   model's own spans, before stitching, stay in staging as ``model_segment`` rows.
 5. **plan** at every subtask start (``emit_plan``): the numbered subtasks still to do,
    the current one first. **memory** at every start but the first (``emit_memory``): one
    text-only call each, chained on the previous memory, so they run in sequence.
@@ -115,8 +116,9 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         if not task_future.done():
             task_future.cancel()
 
+    model_spans = [span for window in spans for span in window]
     subtasks = stitch(
-        [span for window in spans for span in window],
+        model_spans,
         ts,
         s["plan_max_steps"],
         s["min_subtask_seconds"],
@@ -132,6 +134,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     )
 
     rows: list[dict] = [task_row(task, own_task(ctx), first), *snaps]
+    rows += model_segment_rows(model_spans, ts)
     if s["n_task_rephrasings"] > 0:
         for text in ([task] if task else []) + rephrasings:
             rows.append(make_row("user", text, "task_aug", first))
@@ -360,6 +363,22 @@ async def _memories(ctx, task, steps, starts) -> list[tuple[float, str]]:
 
 
 # -- stitching ------------------------------------------------------------------------
+
+
+def model_segment_rows(spans: Sequence[tuple[str, float, float]], ts: np.ndarray) -> list[dict]:
+    """One staging-only ``model_segment`` row per span the model gave, before stitching.
+
+    ``episcribe eval`` scores them beside the written subtasks, so what stitching and
+    keystate snapping cost is visible. The row sits on the frame nearest the span's start.
+    """
+    if not spans:
+        return []
+    rows = []
+    indices = snap_indices(ts, [span[1] for span in spans]).tolist()
+    for (text, start, end), index in zip(spans, indices, strict=True):
+        content = json.dumps({"start": start, "end": end, "instruction": text}, sort_keys=True)
+        rows.append(make_row("assistant", content, "model_segment", frame_time(ts, index)))
+    return rows
 
 
 def stitch(

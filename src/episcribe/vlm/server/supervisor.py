@@ -76,12 +76,26 @@ def serve_command(
             "--fault-rate", str(fake.get("fault_rate", 0.0)),
             "--request-log", str(run_dir / f"fake_requests_{index}.jsonl"),
             *model_args(settings),
+            *oracle_args(fake),
         ]  # fmt: skip
     cmd = ["vllm", "serve", settings["model_id"], "--host", bind, "--port", str(port)]
     cmd += model_args(settings)
     if settings.get("num_gpus", 0) > 1:
         cmd += ["--tensor-parallel-size", str(settings["num_gpus"])]
     return cmd + list(settings.get("extra_serve_args") or [])
+
+
+def oracle_args(fake: dict) -> list[str]:
+    """The fake server's oracle flags (vlm.fake.oracle*): none without a truth file."""
+    if not fake.get("oracle"):
+        return []
+    return [
+        "--oracle", str(Path(fake["oracle"]).resolve()),
+        "--oracle-jitter-s", str(fake.get("oracle_jitter_s", 0.0)),
+        "--oracle-merge-rate", str(fake.get("oracle_merge_rate", 0.0)),
+        "--oracle-swap-rate", str(fake.get("oracle_swap_rate", 0.0)),
+        "--oracle-seed", str(fake.get("oracle_seed", 0)),
+    ]  # fmt: skip
 
 
 def model_args(settings: dict) -> list[str]:
