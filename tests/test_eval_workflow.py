@@ -117,8 +117,8 @@ def test_oracle_run_scores_perfectly_and_eval_reads_every_source(imported, tmp_p
     # A prompt variant: its own results directory, compared side by side.
     variant = tmp_path / "segment_v2"
     shutil.copytree(ws.root / "prompts", variant)
-    edited = (variant / "segment.txt").read_text() + "Name every object by its colour.\n"
-    (variant / "segment.txt").write_text(edited)
+    edited = (variant / "plan" / "segment.txt").read_text() + "Name every object by its colour.\n"
+    (variant / "plan" / "segment.txt").write_text(edited)
     ws.run(prompts__dir=variant)
     asked = [r for r in ws.fake_requests() if r["kind"] == "segment"]
     assert len(asked) == 8  # 4 episodes, each asked again with the variant

@@ -23,7 +23,7 @@ SETTINGS = dict(
 
 
 def failed_calls(ws: Workspace) -> int:
-    summaries = (ws.root / "logs").rglob("annotate_vqa/*.summary.json")
+    summaries = (ws.root / "results").rglob("jobs/annotate_vqa/*.summary.json")
     return sum(json.loads(p.read_text())["failures"] for p in summaries)
 
 
