@@ -30,6 +30,11 @@ class ModuleSpec:
     priority: int = 0  # higher runs first among ready jobs
     # (module, style): its rows of that style replace that module's at the same timestamp
     supersedes: tuple[str, str] | None = None
+    # When an episode has its file, its rows replace every other module's rows of its
+    # styles in that episode (the review module: a person's corrections of the episode).
+    replaces_styles: bool = False
+    # False: no annotate job runs it; its files come from elsewhere (the review server).
+    annotates: bool = True
     # Call kinds that share one vlm.max_completion_tokens key (kind -> key); others: own key.
     budget_keys: Mapping[str, str] = field(default_factory=dict)
     # The most images / video clips one of its requests carries, from its settings

@@ -62,7 +62,13 @@ from episcribe.modules import registry
 from episcribe.modules.vqa.answers import answer_points, vqa_answer_problem
 from episcribe.pipeline.cache import incomplete_episodes
 from episcribe.pipeline.outcomes import module_totals
-from episcribe.pipeline.staging import MODULES, merge_modules, read_rows, staging_file
+from episcribe.pipeline.staging import (
+    MODULES,
+    merge_modules,
+    read_review,
+    read_rows,
+    staging_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +276,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # rows per style ("null" = speech)
     episodes: list[int] = field(default_factory=list)  # episodes checked
+    reviewed: list[int] = field(default_factory=list)  # episodes with a person's corrections
     model_calls: dict[str, dict] = field(default_factory=dict)  # outcomes.module_totals
 
     @property
@@ -289,6 +296,7 @@ class Report:
             "ok": self.ok,
             "episodes_checked": len(self.episodes),
             "episodes": list(self.episodes),
+            "reviewed_episodes": list(self.reviewed),
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "rows_per_style": dict(sorted(self.counts.items())),
@@ -333,11 +341,20 @@ class Report:
 
 
 def load_staging(
-    staging_dir: str | os.PathLike, episode: int, modules: Iterable[str]
+    staging_dir: str | os.PathLike,
+    episode: int,
+    modules: Iterable[str],
+    review_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, list[dict]], list[Problem]]:
-    """Rows per module of one episode, and a problem per missing or unreadable file."""
+    """Rows per module of one episode (``review`` too when it was reviewed), and a problem
+    per missing or unreadable file."""
+    modules = list(modules)
     rows_by_module: dict[str, list[dict]] = {}
     problems: list[Problem] = []
+    try:
+        rows_by_module.update(read_review(review_dir, episode, modules))
+    except UserError as exc:
+        problems.append(Problem(ERROR, episode, "review", None, str(exc)))
     for module in modules:
         path = staging_file(staging_dir, episode, module)
         if not Path(path).is_file():
@@ -367,8 +384,10 @@ def validate_staging(
     *,
     cache_dir: str | os.PathLike | None = None,
     job_summaries: Iterable[str | os.PathLike] = (),
+    review_dir: str | os.PathLike | None = None,
 ) -> Report:
-    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset``; with the
+    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset`` (and the
+    review files in ``review_dir``, which replace rows as the writer will); with the
     annotate jobs' ``cache_dir`` and saved summaries, report their model calls and each
     episode staged with failed calls."""
     modules = list(modules)
@@ -383,7 +402,9 @@ def validate_staging(
     for index in episodes:
         index = int(index)
         episode = dataset.load_episode(index)
-        rows_by_module, problems = load_staging(staging_dir, index, modules)
+        rows_by_module, problems = load_staging(staging_dir, index, modules, review_dir)
+        if "review" in rows_by_module:
+            report.reviewed.append(index)
         report.problems += problems
         report.problems += validate_episode(episode, dataset.cameras, rows_by_module)
         for module in modules:
