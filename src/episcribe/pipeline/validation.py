@@ -277,6 +277,7 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)  # rows per style ("null" = speech)
     episodes: list[int] = field(default_factory=list)  # episodes checked
     reviewed: list[int] = field(default_factory=list)  # episodes with a person's corrections
+    dataset_root: str = ""  # what `episcribe review <results dir>` opens
     model_calls: dict[str, dict] = field(default_factory=dict)  # outcomes.module_totals
 
     @property
@@ -297,6 +298,7 @@ class Report:
             "episodes_checked": len(self.episodes),
             "episodes": list(self.episodes),
             "reviewed_episodes": list(self.reviewed),
+            "dataset_root": self.dataset_root,
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "rows_per_style": dict(sorted(self.counts.items())),
@@ -394,7 +396,10 @@ def validate_staging(
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         raise UserError(f"unknown module(s) {unknown}; expected some of {', '.join(MODULES)}")
-    report = Report(model_calls=module_totals(job_summaries))
+    report = Report(
+        model_calls=module_totals(job_summaries),
+        dataset_root=str(Path(dataset.root).resolve()),
+    )
     incomplete = {
         m: incomplete_episodes(cache_dir, m) if cache_dir is not None else {} for m in modules
     }
