@@ -130,6 +130,7 @@ def serve(store: ReviewStore, host: str = "127.0.0.1", port: int = 0) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(128)  # before the URL is printed: a client may connect at once
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(
         f"episcribe review: {store.dataset.name}, {len(store.episodes())} episodes; open\n"
