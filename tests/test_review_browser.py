@@ -35,10 +35,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 
 class ReviewServer:
-    def __init__(self, ws: Workspace, *args: str):
+    def __init__(self, ws: Workspace, name: str = NAME):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from episcribe.command.cli import main; exit(main())"]
-            + ["review", f"results/{NAME}", *args],
+            + ["review", f"results/{name}"],
             cwd=ws.root,
             env=ws.env,
             stdout=subprocess.PIPE,
@@ -102,6 +102,17 @@ def page(browser, server):
     page.wait_for_selector("body[data-loaded]")
     yield page
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def g1_server(g1_source, tmp_path_factory):
+    """The real AV1 dataset, one episode, annotated without VQA (the quickest run)."""
+    root = tmp_path_factory.mktemp("review_g1")
+    ws = Workspace(root / "ws", g1_source, dataset__only_episodes=[0], vqa__enabled=False)
+    ws.run()
+    server = ReviewServer(ws, "g1_bottle")
+    yield server
+    server.stop()
 
 
 def _subtasks(path: Path) -> list[tuple[float, str]]:
@@ -254,3 +265,29 @@ def test_flagging_keeps_the_note_and_the_model_rows(page, workspace):
     assert state["state"] == "flagged" and state["note"] == "the cube is never grasped"
     # A flag alone corrects nothing: no review rows replace the model's.
     assert not (workspace.root / REVIEW / "episode_000001.jsonl").exists()
+
+
+def test_an_av1_episode_plays_and_seeks(browser, g1_server):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.set_default_timeout(15_000)
+    page.goto(g1_server.url)
+    page.wait_for_selector("body[data-loaded]")
+    _open_episode(page, 0)
+    assert page.evaluate("document.querySelector('video').videoWidth") == 640
+    segment_start = page.evaluate("videos[0].cam.from")
+    page.keyboard.press(" ")
+    page.wait_for_function(f"document.querySelector('video').currentTime > {segment_start + 0.3}")
+    page.keyboard.press(" ")
+    boundaries = [
+        t
+        for t, _ in sorted(
+            (r["timestamp"], r["content"]) for r in page.evaluate("rows") if r["style"] == "subtask"
+        )
+    ]
+    later = [t for t in boundaries if t > page.evaluate("now()") + 1e-3]
+    assert later, "the episode's subtasks should go on after half a second"
+    page.keyboard.press("]")
+    page.wait_for_function(
+        f"Math.abs(document.querySelector('video').currentTime - {segment_start + later[0]}) < 0.01"
+    )
+    page.close()
