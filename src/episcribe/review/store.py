@@ -121,6 +121,7 @@ class ReviewStore:
                 "dataset first, from the directory that holds results/"
             )
         self.dataset = LeRobotDataset.open(dataset_root or dataset_root_of(self.results))
+        self._counts: dict[Path, tuple[tuple, dict[str, int]]] = {}
 
     # -- reading -----------------------------------------------------------------------
     def episodes(self) -> list[int]:
@@ -185,13 +186,25 @@ class ReviewStore:
         if reviewed:
             sources.append(review_file(self.review_dir, episode))
         for path in sources:
-            found = {"subtask": 0, "snap": 0}
-            for row in read_rows(path):
-                if row["style"] in found:
-                    found[row["style"]] += 1
+            found = self._style_counts(path)
             counts["snap"] = max(counts["snap"], found["snap"])
             counts["subtask"] = found["subtask"]  # the review's count wins when there is one
         return counts
+
+    def _style_counts(self, path: Path) -> dict[str, int]:
+        """Subtask and snap rows of a file, parsed again only when the file changed (the
+        list page is reloaded after every review; most files never change)."""
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)  # a rename gives a new inode
+        cached = self._counts.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        found = {"subtask": 0, "snap": 0}
+        for row in read_rows(path):
+            if row["style"] in found:
+                found[row["style"]] += 1
+        self._counts[path] = (stamp, found)
+        return found
 
     def episode_view(self, episode: int) -> dict[str, Any]:
         """What the episode page shows and edits."""
