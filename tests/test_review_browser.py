@@ -150,7 +150,25 @@ def reviewed(workspace, page):
     page.fill("#label-input", "grasp the bottle by its neck")
     page.press("#label-input", "Enter")
     page.wait_for_selector(".bar[data-i='1']:has-text('grasp the bottle by its neck')")
-    return {"before": before, "target": target, "frames": frames}
+    # The interjection moved with the boundary; give the robot other words to say.
+    page.click(".tick.interjection")
+    page.fill("#reply-input", "Sure, the neck first.")
+    page.press("#reply-input", "Enter")
+    page.wait_for_selector("#message.ok:has-text('saved')")
+    # Delete the first VQA pair of the first camera, from the keyboard.
+    vqa = page.locator(".tick.vqa").first
+    deleted = (float(vqa.get_attribute("data-t")), view["cameras"][0]["key"])
+    vqa.click()
+    page.keyboard.press("x")
+    page.wait_for_selector("#message.ok:has-text('deleted')")
+    return {"before": before, "target": target, "frames": frames, "vqa": deleted}
+
+
+def _speech(row: dict) -> str:
+    (call,) = row["tool_calls"]
+    call = json.loads(call) if isinstance(call, str) else call  # as the dataset stores it
+    arguments = call["function"]["arguments"]
+    return (json.loads(arguments) if isinstance(arguments, str) else arguments)["text"]
 
 
 def test_the_token_is_required(server):
@@ -206,6 +224,16 @@ def test_a_dragged_boundary_and_an_edited_label_persist_after_reload(page, revie
     assert label == "grasp the bottle by its neck"
     assert moved in reviewed["frames"] and moved == pytest.approx(reviewed["target"], abs=0.15)
     assert page.locator("#state").inner_text() == "corrected"
+    rows = page.evaluate("rows")
+    t, camera = reviewed["vqa"]
+    assert not [
+        r for r in rows if r["style"] == "vqa" and (r["timestamp"], r["camera"]) == (t, camera)
+    ]
+    (interjection,) = [r for r in rows if r["style"] == "interjection"]
+    (reply,) = [
+        r for r in rows if r["style"] is None and r["timestamp"] == interjection["timestamp"]
+    ]
+    assert interjection["timestamp"] == moved and _speech(reply) == "Sure, the neck first."
     # On disk: the review module's staging file, with the rows at the dragged boundary.
     assert _subtasks(workspace.root / REVIEW / "episode_000000.jsonl") == after
 
@@ -242,6 +270,13 @@ def test_the_correction_survives_a_plan_rerun_and_reaches_the_dataset(reviewed, 
         if r["style"] == "subtask"
     )
     assert written == [(round(t, 4), label) for t, label in corrected]
+    # The events too: the deleted VQA pair is gone, the reply is the person's.
+    t, camera = reviewed["vqa"]
+    frames = [r for r in table if r["episode_index"] == 0]
+    at = next(r for r in frames if r["timestamp"] == pytest.approx(t, abs=1e-6))
+    assert not [e for e in at["language_events"] if e["style"] == "vqa" and e["camera"] == camera]
+    said = [_speech(e) for r in frames for e in r["language_events"] if e["style"] is None]
+    assert "Sure, the neck first." in said
 
 
 def test_reviewed_episodes_are_gold(reviewed, workspace):
