@@ -260,7 +260,7 @@ def test_the_correction_survives_a_plan_rerun_and_reaches_the_dataset(reviewed, 
     prompt.write_text(prompt.read_text() + "\nPrefer short labels.\n")
     run = workspace.run()
     assert "annotate_plan" in run.modules_run() and "write_dataset" in run.rules
-    assert "1 episodes kept from review" in run.output
+    assert "1 episode kept from review" in run.output
     assert _subtasks(review) == corrected
     table = pq.read_table(workspace.root / "results" / NAME / "annotated" / "data").to_pylist()
     first = next(r for r in table if r["episode_index"] == 0)
@@ -279,13 +279,40 @@ def test_the_correction_survives_a_plan_rerun_and_reaches_the_dataset(reviewed, 
     assert "Sure, the neck first." in said
 
 
+def test_a_correction_alone_reruns_validation_and_the_write_only(reviewed, workspace, server):
+    workspace.run()  # up to date after the plan re-run of the test above
+    url = f"{server.base}/api/episodes/0?token={server.token}"
+    with urllib.request.urlopen(url) as answer:
+        rows = json.load(answer)["rows"]
+    last = max(r["timestamp"] for r in rows if r["style"] == "subtask")
+    rows = [
+        {**r, "content": "put the bottle down"}
+        if r["style"] == "subtask" and r["timestamp"] == last
+        else r
+        for r in rows
+    ]
+    request = urllib.request.Request(
+        url, data=json.dumps({"rows": rows}).encode(), method="PUT",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request) as answer:
+        assert json.load(answer)["state"] == "corrected"
+    run = workspace.run()
+    assert not [r for r in run.rules if r.startswith("annotate_")]
+    assert {"validate_staging", "write_dataset", "render_report"} <= set(run.rules)
+    table = pq.read_table(workspace.root / "results" / NAME / "annotated" / "data").to_pylist()
+    first = next(r for r in table if r["episode_index"] == 0)
+    assert "put the bottle down" in [r["content"] for r in first["language_persistent"]]
+
+
 def test_reviewed_episodes_are_gold(reviewed, workspace):
     from episcribe.review import gold_segments
 
     gold = gold_segments(workspace.root / "results" / NAME)
     assert list(gold) == [0]
     segments = gold[0]
-    assert [s["label"] for s in segments][1] == "grasp the bottle by its neck"
+    saved = _subtasks(workspace.root / REVIEW / "episode_000000.jsonl")
+    assert [(s["start_sec"], s["label"]) for s in segments] == saved
     assert segments[0]["end_sec"] == segments[1]["start_sec"]
     lines = (workspace.root / REVIEW / "gold.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"episode": 0, "segments": segments}]

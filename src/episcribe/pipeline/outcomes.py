@@ -84,7 +84,8 @@ def end_of_run_lines(report: dict) -> list[str]:
     ]
     reviewed = report.get("reviewed_episodes") or []
     if reviewed:
-        lines.append(f"  {len(reviewed)} episodes kept from review (a person's corrections)")
+        episodes = "episode" if len(reviewed) == 1 else "episodes"
+        lines.append(f"  {len(reviewed)} {episodes} kept from review (a person's corrections)")
     for module, m in report.get("model_calls", {}).items():
         line = (
             f"  {module}: {m['calls']} model calls, {m['failures']} failed "
