@@ -40,7 +40,9 @@ class TokenGate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
-        given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
+        # Cookies ignore the port: one name per server, so two reviews side by side work.
+        cookie_name = f"{COOKIE}_{request.url.port}"
+        given = request.query_params.get("token") or request.cookies.get(cookie_name) or ""
         if not secrets.compare_digest(given.encode(), self.token.encode()):
             response = PlainTextResponse(
                 "episcribe review: this page needs the token in the URL that "
@@ -51,7 +53,7 @@ class TokenGate:
 
         async def send_with_cookie(message):
             if message["type"] == "http.response.start" and "token" in request.query_params:
-                cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                cookie = f"{cookie_name}={self.token}; Path=/; HttpOnly; SameSite=Strict"
                 message["headers"] = [*message["headers"], (b"set-cookie", cookie.encode())]
             await send(message)
 
