@@ -329,6 +329,37 @@ def test_flagging_keeps_the_note_and_the_model_rows(page, workspace):
     assert not (workspace.root / REVIEW / "episode_000001.jsonl").exists()
 
 
+def _key(row: dict) -> str:
+    """A row as comparable text (JavaScript writes 1.0 as 1)."""
+    return json.dumps({**row, "timestamp": float(row["timestamp"])}, sort_keys=True)
+
+
+def test_split_then_merge_gives_back_the_model_rows(page, workspace):
+    _open_episode(page, 1)
+    model = sorted(_key(r) for r in page.evaluate("rows"))
+    bars = page.locator(".bar").count()
+    # Into the middle of the first subtask, then split it there.
+    page.evaluate(
+        "(() => { const s = subtasks(); const until = s.length > 1 ? s[1].timestamp : end();"
+        " seek(snap((s[0].timestamp + until) / 2)); })()"
+    )
+    page.keyboard.press("s")
+    page.wait_for_selector("#message.ok:has-text('split at')")
+    assert page.locator(".bar").count() == bars + 1
+    assert page.locator("#state").inner_text() == "corrected"
+    page.click(".bar[data-i='0']")
+    page.keyboard.press("m")
+    page.wait_for_selector("#message.ok:has-text('merged')")
+    assert page.locator(".bar").count() == bars
+    # The rows are the model's again, so the review says accepted.
+    assert page.locator("#state").inner_text() == "accepted"
+    saved = (workspace.root / REVIEW / "episode_000001.jsonl").read_text().splitlines()
+    assert sorted(_key(json.loads(line)) for line in saved) == model
+    # Every episode is reviewed now: 'n' says so instead of leaving the page.
+    page.keyboard.press("n")
+    page.wait_for_selector("#message:has-text('every episode is reviewed')")
+
+
 def test_an_av1_episode_plays_and_seeks(browser, g1_server):
     page = browser.new_page(viewport={"width": 1200, "height": 800})
     page.set_default_timeout(15_000)
