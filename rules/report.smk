@@ -24,6 +24,7 @@ rule render_report:
         # Every staging file, named exactly as validate_staging names them and unnamed for
         # the same reason (see validate.smk): rules.<rule>.output references.
         annotate_outputs(),
+        review=PLAN.review_files(),
     output:
         timelines=report(
             directory(PATHS.timelines),
@@ -56,6 +57,7 @@ rule render_report:
         episodes=sample_episodes(PLAN.episodes),
         modules=PLAN.modules,
         model=PLAN.model,
+        review_dir=PLAN.review_dir(),
     script:
         "../scripts/render_report.py"
 

@@ -1,7 +1,8 @@
 """validate_staging: check every staging file before anything is written.
 
 Inputs: the staging files of every enabled module and episode, and every annotate job's
-summary (what it did with the model) and metrics.
+summary (what it did with the model) and metrics; the review files of the episodes a
+person corrected (episcribe review), listed when snakemake starts.
 Outputs: results/{dataset}/validation/report.json and report.txt (always written; the
 write_dataset rule refuses to write when the report has errors, unless skip_validation).
 """
@@ -17,6 +18,9 @@ rule validate_staging:
         # by the whole list (Rule.expand_input hashes the Namedlist once per file, so the
         # DAG build turns quadratic) and then does not find it.
         annotate_outputs(),
+        # A person's corrections: no rule writes them, so a re-run keeps them, and a saved
+        # correction (a newer or new file) re-runs this job and, after it, the write.
+        review=PLAN.review_files(),
     output:
         json=report(
             PATHS.validation_json,
@@ -36,5 +40,6 @@ rule validate_staging:
         modules=PLAN.modules,
         # Also read (not declared): the cache's records of incomplete episodes.
         cache_dir=str(PATHS.cache),
+        review_dir=PLAN.review_dir(),
     script:
         "../scripts/validate_staging.py"

@@ -29,5 +29,6 @@ rule write_dataset:
         destination=PLAN.destination(),
         skip_validation=config["skip_validation"],
         provenance=PLAN.provenance(),
+        review_dir=PLAN.review_dir(),
     script:
         "../scripts/write_dataset.py"

@@ -15,6 +15,7 @@ def main(smk):
         model=dict(p.model),
         timelines_dir=smk.output.timelines,
         overlays_dir=smk.output.overlays,
+        review_dir=p.review_dir,
     )
 
 

@@ -16,6 +16,7 @@ def main(smk):
         list(p.modules),
         cache_dir=p.cache_dir,
         job_summaries=[path for path in smk.input if path.endswith(".summary.json")],
+        review_dir=p.review_dir,
     )
     report.write(smk.output.json, smk.output.txt)
 

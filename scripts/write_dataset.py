@@ -18,6 +18,7 @@ def main(smk):
         list(p.modules),
         p.destination,
         provenance=dict(p.provenance),
+        review_dir=p.review_dir,
     )
     write_json(smk.output.manifest, manifest)
 

@@ -141,7 +141,7 @@ def test_each_env_lists_what_its_jobs_import():
             listed = {_name(requirement) for requirement in pip}
             # The annotate script runs each module's code, imported by name from the registry.
             extra = (
-                [f"{spec_.package}.run" for spec_ in registry.SPECS]
+                [f"{spec_.package}.run" for spec_ in registry.SPECS if spec_.annotates]
                 if script_name == "annotate_episodes.py"
                 else []
             )

@@ -26,6 +26,7 @@ HELP = """\
 usage: episcribe [run] [OPTIONS] --config KEY=VALUE ...
        episcribe report [OPTIONS] --config KEY=VALUE ...
        episcribe redo results/<dataset> --episodes N [N ...] [--modules M ...]
+       episcribe review [results/<dataset>] [--host HOST] [--port N]
        episcribe stop-server
        episcribe import-wgo [PARQUET ...] [--repo-id macrodata/WGO-Bench] --out DIR
        episcribe eval --gold GOLD --pred PRED [--pred PRED2] [--judge exact|model]
@@ -43,6 +44,9 @@ commands:
   report        build report.html, one self-contained page, from the last run
   redo          ask the model again for these episodes at the next run (forgets their
                 cached answers; all modules, or the ones named)
+  review        a web page to watch each episode with its annotations and correct them;
+                corrections go to results/<dataset>/review/ and into the next run's
+                dataset (episcribe review --help)
   stop-server   stop this directory's model server, if one is left running
   import-wgo    WGO-Bench (or a file in its format) -> a LeRobot dataset + gold.jsonl
   eval          score predicted subtasks against gold: segmentation F1, labeling
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "--version":
         print(version())
         return 0
-    commands = ("run", "report", "redo", "stop-server", "import-wgo", "eval")
+    commands = ("run", "report", "redo", "review", "stop-server", "import-wgo", "eval")
     command = args.pop(0) if args[0] in commands else "run"
     try:
         if command in ("import-wgo", "eval"):
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             return (measure.import_main if command == "import-wgo" else measure.eval_main)(args)
         if command == "stop-server":
             return _stop_server(args)
+        if command == "review":
+            from episcribe.review.command import main as review_main
+
+            return review_main(args)
         if command == "redo":
             from episcribe.pipeline.cache import main as cache_main
 

@@ -11,6 +11,8 @@
   stitching (``model``: the plan module's ``model_segment`` rows).
 - **An annotated LeRobot dataset** (a directory with ``meta/info.json``): the ``subtask``
   rows of its ``language_persistent`` column.
+- **A review directory** (``results/<dataset>/review``, with the ``gold.jsonl`` that
+  ``episcribe review`` keeps): the episodes a person accepted or corrected, as gold.
 
 Subtask rows hold only a start: a subtask lasts until the next one starts, the last one
 until the episode's last frame (the metric sets the outer edges to gold's anyway).
@@ -65,6 +67,8 @@ def read_source(path: str | os.PathLike) -> Source:
     path = Path(path)
     if path.is_file():
         return read_jsonl(path)
+    if (path / "gold.jsonl").is_file():
+        return read_jsonl(path / "gold.jsonl")
     if (path / "staging").is_dir():
         return read_results(path)
     if (path / "meta" / "info.json").is_file():
@@ -72,8 +76,8 @@ def read_source(path: str | os.PathLike) -> Source:
     if not path.exists():
         raise SourceError(f"{path} does not exist")
     raise SourceError(
-        f"{path} is neither a JSONL file, a results directory (with staging/) nor a LeRobot "
-        "dataset (with meta/info.json)"
+        f"{path} is neither a JSONL file, a results directory (with staging/), a review "
+        "directory (with gold.jsonl) nor a LeRobot dataset (with meta/info.json)"
     )
 
 

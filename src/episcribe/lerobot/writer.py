@@ -67,7 +67,13 @@ from episcribe.lerobot.language import (
     persistent_sort_key,
     to_arrow_row,
 )
-from episcribe.pipeline.staging import MODULES, merge_modules, read_rows, staging_file
+from episcribe.pipeline.staging import (
+    MODULES,
+    merge_modules,
+    read_review,
+    read_rows,
+    staging_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +94,13 @@ class _EpisodeRows:
         return sum(len(v) for v in self.events.values())
 
 
-def _prepare(staging_dir: Path, episodes: Iterable[int], modules: Sequence[str]) -> dict:
+def _prepare(
+    staging_dir: Path, episodes: Iterable[int], modules: Sequence[str], review_dir=None
+) -> dict:
     prepared: dict[int, _EpisodeRows] = {}
     for episode in episodes:
         ep = prepared[int(episode)] = _EpisodeRows()
-        rows_by_module: dict[str, list[dict]] = {}
+        rows_by_module: dict[str, list[dict]] = read_review(review_dir, episode, modules)
         for module in modules:
             path = staging_file(staging_dir, episode, module)
             if not path.is_file():
@@ -298,8 +306,11 @@ def write_annotated(
     modules: Iterable[str],
     destination: str | os.PathLike | None,
     provenance: dict[str, Any] | None = None,
+    review_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the annotated dataset (``destination=None``: in place); return the manifest.
+
+    ``review_dir``: a person's corrections (``staging.read_review``) replace the model's rows.
 
     ``provenance`` (what produced the rows: backend, model, prompts digest) goes into
     ``meta/episcribe.json`` with the tool's version, the date and the episodes written.
@@ -317,7 +328,7 @@ def write_annotated(
     if destination is not None:
         _check_destination(source, dest)
 
-    prepared = _prepare(Path(staging_dir), episodes, modules)  # raises before any write
+    prepared = _prepare(Path(staging_dir), episodes, modules, review_dir)  # raises first
     shards = [Path(p).resolve() for p in dataset.data_files()]
     # Files the source lacks (published datasets often do) hold none of these episodes
     # (LeRobotDataset.open checked): the output lacks them too, as the source does.

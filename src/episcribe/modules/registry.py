@@ -6,8 +6,10 @@ holding an ``__init__.py`` with its :class:`~episcribe.modules.spec.ModuleSpec`,
 ``config.schema.yaml`` with its settings and budgets, and its code. Its prompts live in the
 workflow's ``prompts/<name>/``. From the specs come the config schema
 (:func:`config_schema`), the styles each module may write, the prompt files of its jobs,
-the run's request sizes for the model server (:func:`server_settings`), the merge rule
-(``supersedes``), seeds and job priorities.
+the run's request sizes for the model server (:func:`server_settings`), the merge rules
+(``supersedes``, ``replaces_styles``), seeds and job priorities. A module that no job runs
+(``annotates=False``: ``review``, whose files the review server writes) is in ``MODULES``
+and ``SPECS`` but not in ``NAMES`` or :func:`enabled`.
 
 Modules are listed in pipeline order: upstream modules before the modules that read them,
 otherwise by name.
@@ -91,12 +93,13 @@ def _pipeline_order(specs: list[ModuleSpec]) -> tuple[ModuleSpec, ...]:
 
 SPECS: tuple[ModuleSpec, ...] = _pipeline_order(_builtin() + _extra())
 MODULES: dict[str, ModuleSpec] = {spec.name: spec for spec in SPECS}
-NAMES = tuple(MODULES)
+# The modules annotate jobs run (each has staging files); not the review module.
+NAMES = tuple(spec.name for spec in SPECS if spec.annotates)
 
 
 def enabled(config: Mapping) -> list[str]:
-    """The modules a config runs, in pipeline order."""
-    return [spec.name for spec in SPECS if config[spec.section]["enabled"]]
+    """The modules a config runs (annotate jobs), in pipeline order."""
+    return [spec.name for spec in SPECS if spec.annotates and config[spec.section]["enabled"]]
 
 
 def run_episode(module: str) -> Callable:

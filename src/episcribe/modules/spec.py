@@ -39,6 +39,11 @@ class ModuleSpec:
     # per frame); their `placement` settings join its settings, so it re-runs with them
     avoids: tuple[str, ...] = ()
     placement: tuple[str, ...] = ()  # its settings that decide which frames its events hold
+    # When an episode has its file, its rows replace every other module's rows of its
+    # styles in that episode (the review module: a person's corrections of the episode).
+    replaces_styles: bool = False
+    # False: no annotate job runs it; its files come from elsewhere (the review server).
+    annotates: bool = True
     # Call kinds that share one vlm.max_completion_tokens key (kind -> key); others: own key.
     budget_keys: Mapping[str, str] = field(default_factory=dict)
     # The most images / video clips one of its requests carries, from its settings

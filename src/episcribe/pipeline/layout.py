@@ -6,6 +6,9 @@ All paths are relative to the working directory (a run's outputs move with it):
     results/{dataset}/cache/{module}/...                       rows keyed by their inputs
     results/{dataset}/jobs/annotate_{module}/{shard}.summary.json   what a job did
     results/{dataset}/jobs/annotate_{module}/{shard}.metrics.jsonl  one line per model call
+    results/{dataset}/review/episode_{N:06d}.jsonl (+ .json)   a person's corrections and
+                                                               review state (episcribe review)
+    results/{dataset}/review/gold.jsonl                        reviewed subtasks (eval --gold)
     results/{dataset}/validation/report.{json,txt}             checks before writing
     results/{dataset}/write/manifest.json                      what write_dataset wrote
     results/{dataset}/annotated/                               the annotated dataset
@@ -43,6 +46,11 @@ class Layout:
     @property
     def staging(self) -> Path:
         return self.results / "staging"
+
+    @property
+    def review(self) -> Path:
+        """The review server's files: never a job's output, so no run deletes them."""
+        return self.results / "review"
 
     @property
     def cache(self) -> Path:

@@ -82,6 +82,10 @@ def end_of_run_lines(report: dict) -> list[str]:
         f"({styles}); validation {'OK' if report['ok'] else 'FAILED'} with "
         f"{report['errors']} errors, {report['warnings']} warnings"
     ]
+    reviewed = report.get("reviewed_episodes") or []
+    if reviewed:
+        episodes = "episode" if len(reviewed) == 1 else "episodes"
+        lines.append(f"  {len(reviewed)} {episodes} kept from review (a person's corrections)")
     for module, m in report.get("model_calls", {}).items():
         line = (
             f"  {module}: {m['calls']} model calls, {m['failures']} failed "

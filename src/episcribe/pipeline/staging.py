@@ -18,6 +18,14 @@ at t as *the* latest ``plan`` row at or before t, and two rows at one timestamp 
 raise, so the written dataset has one ``plan`` row per timestamp. Both files keep their
 rows, so a diff of either still shows what its module said.
 
+A person's corrections (the ``review`` module, ``replaces_styles``) go further: an episode
+with a review file (``<results>/review/episode_{N:06d}.jsonl``, written by the review
+server, never by a job) takes its rows of the styles a person can correct from that file
+alone, and every other module's rows of those styles (plan_update's included) are left
+out. The file holds the episode's whole set of those rows, so deleting a VQA pair in the
+review is a deletion in the dataset. Review rows of a style no enabled module writes are
+ignored (``read_review``): disabling a module still removes its styles.
+
 Staging-only rows (``language.STAGING_STYLES``) never reach the dataset: the ``signals``
 module's ``keystate`` rows (one per keystate, at its frame; content
 ``{"arm", "kind", "part"}``) are what the plan module reads to place its boundaries, and
@@ -71,6 +79,35 @@ def staging_paths(
             raise ValueError(f"episode index must be >= 0, got {episode}")
         paths.append(f"{base}{episode:06d}{tail}")
     return paths
+
+
+def review_file(review_dir: str | os.PathLike, episode: int) -> Path:
+    """``review_dir/episode_{N:06d}.jsonl``: one reviewed episode's rows."""
+    return Path(review_dir) / f"episode_{int(episode):06d}.jsonl"
+
+
+def reviewed_episodes(review_dir: str | os.PathLike) -> list[int]:
+    """The episodes that have a review file, from one listing of the directory."""
+    names = os.listdir(review_dir) if os.path.isdir(review_dir) else []
+    return sorted(
+        int(name[8:-6])
+        for name in names
+        if name.startswith("episode_") and name.endswith(".jsonl") and name[8:-6].isdigit()
+    )
+
+
+def read_review(
+    review_dir: str | os.PathLike | None, episode: int, modules: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """``{"review": rows}`` when the episode has a review file, else ``{}``; only rows of the
+    styles ``modules`` write (``review_dir`` None: reviews are off)."""
+    if review_dir is None:
+        return {}
+    path = review_file(review_dir, episode)
+    if not path.is_file():
+        return {}
+    styles = {s for m in modules for s in registry.MODULES[m].styles}
+    return {"review": [r for r in read_rows(path) if r.get("style") in styles]}
 
 
 def staging_dir_of(path: str | os.PathLike) -> Path:
@@ -140,11 +177,23 @@ def merge_modules(
 ) -> list[tuple[str, Mapping[str, Any]]]:
     """An episode's rows as the dataset gets them, each with the module it comes from.
 
-    Applies each module's ``supersedes`` (``registry``; see the module docstring) and
-    leaves out staging-only rows; rows are otherwise kept as they are, malformed ones
-    included (validation reports those).
+    Applies each module's ``replaces_styles`` and ``supersedes`` (``registry``; see the
+    module docstring) and leaves out staging-only rows; rows are otherwise kept as they
+    are, malformed ones included (validation reports those).
     """
     rows_by_module = {m: list(rows) for m, rows in rows_by_module.items()}
+    for spec in registry.SPECS:
+        if spec.replaces_styles and spec.name in rows_by_module:
+            rows_by_module = {
+                m: rows
+                if m == spec.name
+                else [
+                    r
+                    for r in rows
+                    if not (isinstance(r, Mapping) and r.get("style") in spec.styles)
+                ]
+                for m, rows in rows_by_module.items()
+            }
     superseded: dict[str, tuple[str, set[float]]] = {}
     for module, (target, style) in (
         (spec.name, spec.supersedes) for spec in registry.SPECS if spec.supersedes

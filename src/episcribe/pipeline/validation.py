@@ -66,7 +66,13 @@ from episcribe.modules import registry
 from episcribe.modules.vqa.answers import answer_points, vqa_answer_problem
 from episcribe.pipeline.cache import incomplete_episodes
 from episcribe.pipeline.outcomes import module_totals
-from episcribe.pipeline.staging import MODULES, merge_modules, read_rows, staging_file
+from episcribe.pipeline.staging import (
+    MODULES,
+    merge_modules,
+    read_review,
+    read_rows,
+    staging_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +284,8 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # rows per style ("null" = speech)
     episodes: list[int] = field(default_factory=list)  # episodes checked
+    reviewed: list[int] = field(default_factory=list)  # episodes with a person's corrections
+    dataset_root: str = ""  # what `episcribe review <results dir>` opens
     model_calls: dict[str, dict] = field(default_factory=dict)  # outcomes.module_totals
 
     @property
@@ -302,6 +310,8 @@ class Report:
             "ok": self.ok,
             "episodes_checked": len(self.episodes),
             "episodes": list(self.episodes),
+            "reviewed_episodes": list(self.reviewed),
+            "dataset_root": self.dataset_root,
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "frames_sharing_events": self.frames_sharing_events,
@@ -352,11 +362,20 @@ class Report:
 
 
 def load_staging(
-    staging_dir: str | os.PathLike, episode: int, modules: Iterable[str]
+    staging_dir: str | os.PathLike,
+    episode: int,
+    modules: Iterable[str],
+    review_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, list[dict]], list[Problem]]:
-    """Rows per module of one episode, and a problem per missing or unreadable file."""
+    """Rows per module of one episode (``review`` too when it was reviewed), and a problem
+    per missing or unreadable file."""
+    modules = list(modules)
     rows_by_module: dict[str, list[dict]] = {}
     problems: list[Problem] = []
+    try:
+        rows_by_module.update(read_review(review_dir, episode, modules))
+    except UserError as exc:
+        problems.append(Problem(ERROR, episode, "review", None, str(exc)))
     for module in modules:
         path = staging_file(staging_dir, episode, module)
         if not Path(path).is_file():
@@ -386,15 +405,20 @@ def validate_staging(
     *,
     cache_dir: str | os.PathLike | None = None,
     job_summaries: Iterable[str | os.PathLike] = (),
+    review_dir: str | os.PathLike | None = None,
 ) -> Report:
-    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset``; with the
+    """Validate the staging files of ``modules`` for ``episodes`` of ``dataset`` (and the
+    review files in ``review_dir``, which replace rows as the writer will); with the
     annotate jobs' ``cache_dir`` and saved summaries, report their model calls and each
     episode staged with failed calls."""
     modules = list(modules)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         raise UserError(f"unknown module(s) {unknown}; expected some of {', '.join(MODULES)}")
-    report = Report(model_calls=module_totals(job_summaries))
+    report = Report(
+        model_calls=module_totals(job_summaries),
+        dataset_root=str(Path(dataset.root).resolve()),
+    )
     incomplete = {
         m: incomplete_episodes(cache_dir, m) if cache_dir is not None else {} for m in modules
     }
@@ -402,7 +426,9 @@ def validate_staging(
     for index in episodes:
         index = int(index)
         episode = dataset.load_episode(index)
-        rows_by_module, problems = load_staging(staging_dir, index, modules)
+        rows_by_module, problems = load_staging(staging_dir, index, modules, review_dir)
+        if "review" in rows_by_module:
+            report.reviewed.append(index)
         report.problems += problems
         report.problems += validate_episode(episode, dataset.cameras, rows_by_module)
         for module in modules:

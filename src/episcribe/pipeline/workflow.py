@@ -19,7 +19,7 @@ from episcribe.modules import registry
 from episcribe.modules.prompts import prompt_files
 from episcribe.pipeline.cache import digest, incomplete_runs
 from episcribe.pipeline.layout import Layout
-from episcribe.pipeline.staging import staging_paths
+from episcribe.pipeline.staging import review_file, reviewed_episodes, staging_paths
 from episcribe.vlm.identity import model_identity
 
 # Snakemake's cost per job grows with the number of jobs (bench/README.md), so a run
@@ -217,6 +217,24 @@ class WorkflowPlan:
     def all_job_files(self, kind: str) -> list[str]:
         """Every current shard's job ``summary`` or ``metrics`` file, module by module."""
         return [self.job_files(m, shard)[kind] for m in self.modules for shard in self.shards]
+
+    def review_dir(self) -> str | None:
+        """Where the review server keeps a person's corrections; None when review is off."""
+        return str(self.paths.review) if self.config["review"]["enabled"] else None
+
+    def review_files(self) -> list[str]:
+        """The plan's episodes' review files that exist now (read at parse time): inputs of
+        validate_staging and render_report, so a saved correction re-runs them and the
+        write. No job writes them, so no run deletes them."""
+        review_dir = self.review_dir()
+        if review_dir is None or not os.path.isdir(review_dir):
+            return []
+        wanted = set(self.episodes)
+        return [
+            str(review_file(review_dir, e))
+            for e in sorted(reviewed_episodes(review_dir))
+            if e in wanted
+        ]
 
     def destination(self) -> str | None:
         """None means in place."""

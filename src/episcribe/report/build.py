@@ -58,9 +58,10 @@ def render_episode(
     camera: str,
     timelines_dir: Path,
     overlays_dir: Path | None,
+    review_dir=None,
 ) -> dict:
     """Write one episode's timeline, and its overlays if ``overlays_dir``; what was written."""
-    episode, notes = load_notes(dataset, staging_dir, index, modules)
+    episode, notes = load_notes(dataset, staging_dir, index, modules, review_dir)
     centres = strip_times(notes, episode.timestamps)
     slices = strip_slices(notes, len(centres))
     videos = dataset.episode_info(index).videos
@@ -122,8 +123,10 @@ def render_images(
     overlays_dir: str | os.PathLike,
     max_timelines: int = MAX_TIMELINES,
     max_overlay_episodes: int = MAX_OVERLAY_EPISODES,
+    review_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """Timelines and VQA overlays from the staging files (the ``render_report`` rule).
+    """Timelines and VQA overlays from the staging files (the ``render_report`` rule), with
+    the corrections in ``review_dir`` applied.
 
     ``episodes``: the plan's episodes, or already their sample (see report_episodes).
     Returns counts (also logged).
@@ -147,6 +150,7 @@ def render_images(
             camera,
             timelines_dir,
             overlays_dir if index in overlaid else None,
+            review_dir,
         )
         for index in shown
     ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from episcribe.lerobot.dataset import Episode, LeRobotDataset
 from episcribe.modules.signals.analysis import parse_keystate
-from episcribe.pipeline.staging import merge_modules, read_rows, staging_file
+from episcribe.pipeline.staging import merge_modules, read_review, read_rows, staging_file
 
 KIND_NAMES = {
     "plan": "PLAN",
@@ -188,11 +188,11 @@ def collect(episode: Episode, rows: Iterable[Mapping[str, Any]], missing=()) -> 
 
 
 def load_notes(
-    dataset: LeRobotDataset, staging_dir, index: int, modules: Sequence[str]
+    dataset: LeRobotDataset, staging_dir, index: int, modules: Sequence[str], review_dir=None
 ) -> tuple[Episode, EpisodeNotes]:
-    """The episode (its frame timestamps) and what its staging files say."""
+    """The episode (its frame timestamps) and what its staging files (and review) say."""
     episode = dataset.load_episode(index)
-    rows_by_module: dict[str, list[dict]] = {}
+    rows_by_module: dict[str, list[dict]] = read_review(review_dir, index, modules)
     missing = []
     for module in modules:
         path = staging_file(staging_dir, index, module)
