@@ -11,6 +11,7 @@ from episcribe.modules.spec import ModuleSpec
 
 SPEC = ModuleSpec(
     name="review",
+    version=1,
     # None: the speech atoms of the acknowledgement and of each interjection's reply
     styles=frozenset({"subtask", "plan", "memory", "interjection", None, "vqa"}),
     prompt_kinds=(),
