@@ -22,8 +22,12 @@ def test_jsonl_errors_name_the_file_and_line(tmp_path):
         read_source(path)
     with pytest.raises(UserError, match="does not exist"):
         read_source(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="neither a JSONL file"):
-        read_source(tmp_path)
+        read_source(tmp_path / "empty")
+    # A review directory is read through the gold.jsonl episcribe review keeps in it.
+    path.write_text('{"episode": 3, "segments": [{"start_sec": 0, "end_sec": 1, "label": "a"}]}\n')
+    assert read_source(tmp_path).views == read_source(path).views
 
 
 def test_results_directory_gives_written_unsnapped_and_model_views(tmp_path):
