@@ -305,3 +305,27 @@ def test_snakemake_run_with_the_new_defaults_and_relabel(tmp_path):
         subtasks += len(starts)
     relabels = [c for c in calls if c["kind"] == "relabel"]
     assert len(relabels) == subtasks and all(c["n_images"] == 3 for c in relabels)
+
+
+def test_the_longest_segment_and_relabel_answers_fit_their_budgets():
+    from test_modules_plan import PROMPTS
+
+    from episcribe.modules.plan.run import TOKENS_PER_SUBTASK, _steps
+    from episcribe.modules.prompts import PromptSet
+    from episcribe.vlm.sizing import text_tokens
+
+    vlm, plan = DEFAULTS["vlm"], DEFAULTS["plan"]
+    budget = vlm["max_completion_tokens"]["segment"]
+    # A 4-minute window without an explicit cap asks for as many as the budget holds.
+    steps = _steps(plan, vlm, [0.0, 240.0], 481)
+    assert steps == budget // TOKENS_PER_SUBTASK == 40
+    prompts = PromptSet(PROMPTS)
+    schema = prompts.get("segment").schema_with_items("subtasks", 1, steps)
+    longest = schema["properties"]["subtasks"]["items"]["properties"]["instruction"]["maxLength"]
+    item = {"instruction": "w" * longest, "start": 1234.567, "end": 1234.567}
+    assert text_tokens(json.dumps({"subtasks": [item] * steps})) <= budget
+    relabel = prompts.get("relabel").schema["properties"]["instruction"]["maxLength"]
+    answer = json.dumps({"instruction": "w" * relabel})
+    assert text_tokens(answer) <= vlm["max_completion_tokens"]["relabel"]
+    # A 12-s window asks for at most one subtask a second.
+    assert _steps(plan, vlm, [0.0, 12.0], 25) == 12
