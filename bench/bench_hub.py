@@ -84,36 +84,35 @@ def hub_numbers(g1: Path, work: Path) -> None:
 
 
 def clip_numbers(g1: Path, fps: float) -> None:
+    from episcribe.config import resolve
     from episcribe.lerobot.dataset import LeRobotDataset
-    from episcribe.lerobot.frames import (
-        burn_label,
-        contact_sheet,
-        decode_frames,
-        encode_jpeg,
-        encode_mp4,
-    )
-    from episcribe.modules.plan.run import SHEET_TILES, plan_windows
+    from episcribe.lerobot.frames import burn_label, decode_frames, encode_jpeg, encode_mp4
+    from episcribe.modules.plan import sheet_grid
+    from episcribe.modules.plan.windows import sampled_times
 
     ds = LeRobotDataset.open(g1)
     camera = ds.cameras[0]
-    print(f"clips ({camera}, {fps:g} fps, longer side <= 768) vs contact sheets (1 fps):")
+    plan = resolve({})["plan"]
+    grid = sheet_grid(plan)
+    print(
+        f"clips ({camera}, {fps:g} fps, longer side <= 768) vs contact sheets "
+        f"({plan['frames_per_second']:g} fps, {grid.columns} x {grid.rows} tiles):"
+    )
     for index in ds.episode_indices():
         ep = ds.load_episode(index)
         segment = ep.info.videos[camera]
-        (times,) = plan_windows(ep.timestamps, fps, 32, 0)
+        times = sampled_times(ep.timestamps, fps)
         images = decode_frames(segment, times)
         labelled = [burn_label(im, f"{t:.3f}s") for im, t in zip(images, times, strict=True)]
         start = time.perf_counter()
         clip = encode_mp4(labelled, fps, 768)
         encode_s = time.perf_counter() - start
-        (sheet_times,) = plan_windows(ep.timestamps, 1.0, 32, 0)
+        sheet_times = sampled_times(ep.timestamps, plan["frames_per_second"])
         sheet_images = decode_frames(segment, sheet_times)
         labels = [f"{t:.3f}s" for t in sheet_times]
         sheets = [
-            encode_jpeg(
-                contact_sheet(sheet_images[i : i + SHEET_TILES], labels[i : i + SHEET_TILES], 2)
-            )
-            for i in range(0, len(sheet_images), SHEET_TILES)
+            encode_jpeg(sheet, max(sheet.size), grid.quality)
+            for sheet in grid.sheets(sheet_images, labels)
         ]
         print(
             f"  episode {index}: {ep.duration:.1f} s; clip {len(times)} frames, "

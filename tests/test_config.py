@@ -32,7 +32,7 @@ def test_empty_config_gets_every_spec_default():
         "oracle_swap_rate": 0.0,
         "oracle_seed": 0,
     }
-    assert config["plan"]["max_video_frames"] == 32
+    assert config["plan"]["max_video_frames"] == 480
     assert config["plan"]["derive_task_from_video"] == "if_short"
     assert config["interjections"]["max_interjections_per_episode"] == 3
     assert config["vqa"]["vqa_emission_hz"] == 1.0
@@ -45,7 +45,7 @@ def test_snakemake_style_double_underscore_keys_nest_and_coerce():
         {"plan__enabled": "false", "dataset__only_episodes": ["0", "2"], "vqa__vqa_emission_hz": 2}
     )
     assert config["plan"]["enabled"] is False
-    assert config["plan"]["plan_max_steps"] == 8  # the rest of the section keeps defaults
+    assert config["plan"]["plan_max_steps"] == 0  # the rest of the section keeps defaults
     assert config["dataset"]["only_episodes"] == [0, 2]
     assert config["vqa"]["vqa_emission_hz"] == 2
 

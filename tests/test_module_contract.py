@@ -39,13 +39,16 @@ def test_every_module_folder_declares_its_settings_budgets_and_styles():
             assert spec.budget_key(kind) in budgets, kind
     # The defaults of every key come from the folders: a resolved empty config has them.
     config = resolve({})
-    assert config["plan"]["plan_max_steps"] == 8 and config["vqa"]["vqa_emission_hz"] == 1.0
+    assert config["plan"]["plan_max_steps"] == 0 and config["vqa"]["vqa_emission_hz"] == 1.0
     assert config["vlm"]["max_completion_tokens"]["vqa"] == 256
-    # Request sizing derives from the specs: 32 frames in sheets of 4, six interjection frames.
-    assert registry.max_images(config) == 8
+    # Request sizing derives from the specs: 480 frames in sheets of 5 x 4, six interjection
+    # frames; the largest sheet (square tiles, 1120 x 896 px) is 35 x 28 squares + 2 markers.
+    assert registry.max_images(config) == 24
     assert registry.max_images(resolve({"plan": {"enabled": False}})) == 6
     vlm = registry.server_settings(config)
-    assert auto_max_model_len(vlm) == 11264
+    assert vlm["max_image_size"] == [1120, 896]
+    # 24 x 982 + 4096 text + 2 x 2048 (the segment budget), rounded up to 1024.
+    assert auto_max_model_len(vlm) == 32768
 
 
 def test_changing_episodes_per_job_counts_only_the_current_shards(synth_small, tmp_path):

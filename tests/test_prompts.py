@@ -30,6 +30,7 @@ FRAMES = {"describe", "derive_task", "interjection"}
 FIELDS = {
     "describe": {"camera", "layout", "window", "timestamps", "max_entries"},
     "segment": {"context", "task", "max_steps", "min_seconds", "first", "last", "keystates"},
+    "relabel": {"task", "index", "count", "start", "end", "previous", "following", "label"},
     "task_rephrasings": {"task", "n"},
     "derive_task": {"camera", "layout", "timestamps", "dataset_task"},
     "memory": {"task", "previous_memory", "completed", "remaining"},

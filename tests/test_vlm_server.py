@@ -393,11 +393,11 @@ def test_auto_vllm_command_is_sized_to_the_largest_request_of_the_config(tmp_pat
     vlm = server_settings(config)
     cmd = server.serve_command(vlm, 0, 8000, tmp_path)
     assert cmd[:3] == ["vllm", "serve", "Qwen/Qwen3.6-27B"]
-    # 32 frames in sheets of 4 = 8 images of at most 768x768: 24 x 24 squares of 32 px
-    # + 2 markers each; + 4096 text allowance + the describe and largest budgets (768 each),
-    # rounded up to 1024: far below the model's 262,144-token context.
-    assert _flag(cmd, "--max-model-len") == str(11264)
-    assert json.loads(_flag(cmd, "--limit-mm-per-prompt")) == {"image": 8, "video": 0}
+    # 480 frames in sheets of 5 x 4 = 24 images of at most 1120 x 896 px (square tiles of
+    # 224): 35 x 28 squares of 32 px + 2 markers each; + 4096 text allowance + twice the
+    # largest budget (segment, 2048), rounded up to 1024: far below the model's 262,144.
+    assert _flag(cmd, "--max-model-len") == str(32768)
+    assert json.loads(_flag(cmd, "--limit-mm-per-prompt")) == {"image": 24, "video": 0}
     assert json.loads(_flag(cmd, "--structured-outputs-config")) == {
         "backend": "xgrammar",
         "disable_any_whitespace": True,
@@ -405,7 +405,7 @@ def test_auto_vllm_command_is_sized_to_the_largest_request_of_the_config(tmp_pat
     assert "--enable-prompt-tokens-details" in cmd and "--reasoning-parser" not in cmd
     thinking = server.serve_command({**vlm, "enable_thinking": True}, 0, 8000, tmp_path)
     assert _flag(thinking, "--reasoning-parser") == "qwen3"
-    assert int(_flag(thinking, "--max-model-len")) == 11264 + 2 * 4096
+    assert int(_flag(thinking, "--max-model-len")) == 32768 + 2 * 4096
     fixed = server.serve_command({**vlm, "max_model_len": 32768}, 0, 8000, tmp_path)
     assert _flag(fixed, "--max-model-len") == "32768"
 
@@ -413,8 +413,9 @@ def test_auto_vllm_command_is_sized_to_the_largest_request_of_the_config(tmp_pat
 @pytest.mark.parametrize(
     ("sections", "images"),
     [
-        ({}, 8),
+        ({}, 24),  # 480 frames in sheets of 20
         ({"plan": {"max_video_frames": 10}}, 6),  # the interjection window's 6 frames
+        ({"plan": {"max_video_frames": 10, "relabel": True}}, 6),  # relabel sends 3
         ({"plan": {"enabled": False}, "interjections": {"enabled": False}}, 1),
     ],
 )

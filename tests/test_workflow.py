@@ -59,6 +59,7 @@ def copy_of(ws: Workspace, tmp_path: Path) -> Workspace:
     shutil.copytree(ws.root, clone.root, symlinks=True)
     shutil.rmtree(clone.server_dir, ignore_errors=True)
     clone.config = dict(ws.config)
+    clone.env = dict(ws.env)
     return clone
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from episcribe.eval.metrics import Segment
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules.base import FrameSource, clean_text, format_times, sample_times
-from episcribe.modules.plan import SHEET_TILES
+from episcribe.modules.plan import sheet_grid
 from episcribe.vlm.sizing import DEFAULT_THINKING_TOKENS
 
 MAX_FRAMES = 8  # two contact sheets: a step is seconds long, its frames change little
@@ -66,7 +66,7 @@ async def label_gold_spans(
             if len(times) > MAX_FRAMES:
                 picks = np.round(np.linspace(0, len(times) - 1, MAX_FRAMES)).astype(int)
                 times = [times[i] for i in picks]
-            images, layout = await frames.sheets(camera, times, SHEET_TILES)
+            images, layout = await frames.sheets(camera, times, sheet_grid(config["plan"]))
             instructions, request = prompt.render_parts(
                 camera=camera,
                 layout=layout,

@@ -15,6 +15,7 @@ import io
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import av
@@ -294,3 +295,49 @@ def contact_sheet(
         tile = image if image.size == (tw, th) else image.resize((tw, th), Image.Resampling.LANCZOS)
         sheet.paste(burn_label(tile, label), ((k % columns) * tw, (k // columns) * th))
     return sheet
+
+
+@dataclass(frozen=True)
+class SheetGrid:
+    """How frames are packed into contact sheets: ``columns`` x ``rows`` tiles a sheet,
+    each tile's longer side ``tile_width`` px, JPEG at ``quality``.
+
+    A sheet is sent at the size it is built (no further downscaling): the timestamp burned
+    into each tile is sized to the tile (``burn_label``: a tenth of its height), so it stays
+    legible to the model as drawn.
+    """
+
+    columns: int
+    rows: int
+    tile_width: int
+    quality: int = 85
+
+    @property
+    def tiles(self) -> int:
+        return self.columns * self.rows
+
+    def tile_size(self, width: int, height: int) -> tuple[int, int]:
+        """A frame of ``width`` x ``height`` scaled so its longer side is ``tile_width``."""
+        scale = self.tile_width / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def largest(self) -> tuple[int, int]:
+        """The largest sheet of any frame shape (square tiles): what sizing must allow."""
+        return self.columns * self.tile_width, self.rows * self.tile_width
+
+    def sheets(self, images: Sequence[Image.Image], labels: Sequence[str]) -> list[Image.Image]:
+        """Consecutive frames packed into sheets of this grid, each tile labelled; the last
+        sheet has only the rows it fills."""
+        size = self.tile_size(*images[0].size)
+        tiles = [im.resize(size, Image.Resampling.LANCZOS) for im in images]
+        return [
+            contact_sheet(tiles[i : i + self.tiles], labels[i : i + self.tiles], self.columns)
+            for i in range(0, len(tiles), self.tiles)
+        ]
+
+    def blank(self, width: int, height: int, tiles: int) -> Image.Image:
+        """A plain grey sheet the size of ``tiles`` frames of ``width`` x ``height``."""
+        tw, th = self.tile_size(width, height)
+        columns = min(self.columns, tiles)
+        rows = math.ceil(tiles / columns)
+        return Image.new("RGB", (columns * tw, rows * th), (128, 128, 128))

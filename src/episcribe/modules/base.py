@@ -29,8 +29,8 @@ from PIL import Image
 
 from episcribe.lerobot.dataset import Episode, LeRobotDataset
 from episcribe.lerobot.frames import (
+    SheetGrid,
     burn_label,
-    contact_sheet,
     decode_frames,
     jpeg_data_url,
     mp4_data_url,
@@ -60,8 +60,9 @@ class FrameSource:
     every frame in memory.
 
     ``sheets`` remembers its last few results, so calls that send the same frames (the
-    plan module's describe and segment, and derive_task over the same window) share one
-    decode and one JPEG encoding, even when they ask at the same time.
+    plan module's describe and segment, derive_task over the same window, the neighbour
+    sheets of its relabel calls) share one decode and one JPEG encoding, even when they ask
+    at the same time.
     """
 
     def __init__(self, dataset: LeRobotDataset, episode: Episode, vlm: dict, cache_size: int = 32):
@@ -120,19 +121,20 @@ class FrameSource:
         return max(1, round(width * scale)), max(1, round(height * scale))
 
     async def sheets(
-        self, camera: str, timestamps: Sequence[float], per_sheet: int
+        self, camera: str, timestamps: Sequence[float], grid: SheetGrid | int
     ) -> tuple[list[str], str]:
         """Data URLs of the frames at ``timestamps``, timestamp burned in, and a layout line.
 
-        ``per_sheet`` > 1 packs consecutive frames into contact sheets of that many tiles
-        (fewer image tokens per frame); 1 sends each frame as its own labelled image.
-        The same request again (while the first is in flight, or among the last
-        ``SHEETS_KEPT``) gets the same URLs without decoding or encoding anything.
+        A :class:`SheetGrid` packs consecutive frames into contact sheets of its tiles
+        (fewer image tokens per frame), sent at their built size; ``1`` sends each frame as
+        its own labelled image (longer side <= vlm.image_max_side). The same request again
+        (while the first is in flight, or among the last ``SHEETS_KEPT``) gets the same
+        URLs without decoding or encoding anything.
         """
-        key = (camera, tuple(float(t) for t in timestamps), per_sheet)
+        key = (camera, tuple(float(t) for t in timestamps), grid)
         future = self._sheets.get(key)
         if future is None or (future.done() and (future.cancelled() or future.exception())):
-            future = asyncio.ensure_future(self._make_sheets(camera, timestamps, per_sheet))
+            future = asyncio.ensure_future(self._make_sheets(camera, timestamps, grid))
             self._sheets[key] = future
             while len(self._sheets) > SHEETS_KEPT:
                 self._sheets.popitem(last=False)
@@ -142,36 +144,41 @@ class FrameSource:
         return list(urls), layout
 
     async def _make_sheets(
-        self, camera: str, timestamps: Sequence[float], per_sheet: int
+        self, camera: str, timestamps: Sequence[float], grid: SheetGrid | int
     ) -> tuple[list[str], str]:
         images = await self.get(camera, timestamps)
         labels = [f"{float(t):.3f}s" for t in timestamps]
 
         def build() -> list[str]:
-            if per_sheet <= 1:
+            if not isinstance(grid, SheetGrid):
                 pairs = zip(images, labels, strict=True)
                 return [self.data_url(burn_label(im, lb)) for im, lb in pairs]
-            cols = 2 if per_sheet <= 4 else 3 if per_sheet <= 9 else 4
-            return [
-                self.data_url(
-                    contact_sheet(images[i : i + per_sheet], labels[i : i + per_sheet], cols)
-                )
-                for i in range(0, len(images), per_sheet)
-            ]
+            return [self.sheet_url(sheet, grid) for sheet in grid.sheets(images, labels)]
 
         urls = await asyncio.to_thread(build)
-        if per_sheet <= 1:
+        if not isinstance(grid, SheetGrid):
             layout = (
                 f"You are shown {len(urls)} image(s), one per frame in time order, each "
                 "labelled with its timestamp in seconds in the top-left corner."
             )
         else:
             layout = (
-                f"You are shown {len(urls)} contact sheet(s) of up to {per_sheet} frames each; "
-                "tiles run in time order, left to right and top to bottom, and each tile is "
-                "labelled with its timestamp in seconds in its top-left corner."
+                f"You are shown {len(urls)} contact sheet(s) of up to {grid.tiles} frames each "
+                f"({grid.columns} columns, {grid.rows} rows); tiles run in time order, left to "
+                "right and top to bottom, and each tile is labelled with its timestamp in "
+                "seconds in its top-left corner."
             )
         return urls, layout
+
+    def sheet_url(self, sheet: Image.Image, grid: SheetGrid) -> str:
+        """A contact sheet's JPEG data URL at its built size and the grid's quality."""
+        self.encoded += 1
+        return jpeg_data_url(sheet, max(sheet.size), grid.quality)
+
+    def blank_sheet(self, camera: str, grid: SheetGrid, tiles: int) -> str:
+        """The data URL of a grey sheet the size of ``tiles`` frames of ``camera``."""
+        segment = self.segment(camera)
+        return self.sheet_url(grid.blank(segment.width, segment.height, tiles), grid)
 
     async def clip(
         self, camera: str, timestamps: Sequence[float], fps: float
@@ -262,11 +269,15 @@ class EpisodeContext:
         *,
         schema: dict | None = None,
         history: Sequence = (),
+        temperature: float | None = None,
     ) -> dict | None:
-        """One model call of ``kind``: its answer dict, or None (already logged by the client)."""
+        """One model call of ``kind``: its answer dict, or None (already logged by the client).
+
+        ``temperature``: this call's, in place of vlm.temperature."""
         prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
         messages = self.messages(kind, fields, image_urls, history)
-        answer = await self.client.complete_json(kind, messages, prompt_schema)
+        extra = {} if temperature is None else {"temperature": temperature}
+        answer = await self.client.complete_json(kind, messages, prompt_schema, **extra)
         # An episode with a failed call is incomplete: annotate neither caches it nor
         # takes it as done.
         self.failed_calls += answer is None

@@ -152,9 +152,21 @@ def max_videos(config: Mapping) -> int:
     )
 
 
+def largest_image(config: Mapping) -> tuple[int, int]:
+    """The largest image (by pixels) a request of this config carries beyond the frames
+    bounded by vlm.image_max_side; (0, 0) if none."""
+    sizes = [MODULES[m].largest_image(config[MODULES[m].section]) for m in enabled(config)]
+    return max([(0, 0), *sizes], key=lambda size: size[0] * size[1])
+
+
 def server_settings(config: Mapping) -> dict:
     """The vlm section plus what sizing the server needs from the modules' settings."""
-    return {**config["vlm"], "max_images": max_images(config), "max_videos": max_videos(config)}
+    return {
+        **config["vlm"],
+        "max_images": max_images(config),
+        "max_videos": max_videos(config),
+        "max_image_size": list(largest_image(config)),
+    }
 
 
 def call_budgets(module: str, vlm: Mapping) -> dict[str, int]:

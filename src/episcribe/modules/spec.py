@@ -18,6 +18,10 @@ def no_media(settings: Mapping) -> int:
     return 0
 
 
+def frames_only(settings: Mapping) -> tuple[int, int]:
+    return 0, 0
+
+
 @dataclass(frozen=True)
 class ModuleSpec:
     name: str
@@ -50,6 +54,9 @@ class ModuleSpec:
     # (the serve command's --limit-mm-per-prompt and --max-model-len).
     images_per_request: Callable[[Mapping], int] = no_media
     videos_per_request: Callable[[Mapping], int] = no_media
+    # The largest image (width, height) it sends that is not bounded by vlm.image_max_side
+    # (the plan module's contact sheets, sized by their own settings); (0, 0): none.
+    largest_image: Callable[[Mapping], tuple[int, int]] = frames_only
     runner: str = "run:run_episode"  # "<file>:<function>" in the folder, imported when run
     # Set by the registry: the importable package and the folder it was read from.
     package: str = ""

@@ -205,8 +205,13 @@ class VlmClient:
         for _, client in self._clients:
             await client.close()
 
-    async def complete_json(self, kind: str, messages: list[dict], schema: dict) -> dict | None:
-        """The answer as a dict valid for ``schema``, or None (logged and counted)."""
+    async def complete_json(
+        self, kind: str, messages: list[dict], schema: dict, *, temperature: float | None = None
+    ) -> dict | None:
+        """The answer as a dict valid for ``schema``, or None (logged and counted).
+
+        ``temperature``: this call's, in place of the client's (e.g. 0 for a verification).
+        """
         validator = self._validator(schema)
         record: dict[str, Any] = {"kind": kind, "start": time.time(), "retries": 0}
         record.update(prompt_tokens=0, completion_tokens=0, reprompted=False)
@@ -217,7 +222,7 @@ class VlmClient:
         result, outcome, reason = None, "error", ""
         try:
             for attempt in range(2):
-                text, reason = await self._send(kind, conversation, schema, record)
+                text, reason = await self._send(kind, conversation, schema, record, temperature)
                 if text is None:
                     outcome = "error"  # transport failure after every retry
                     break
@@ -257,10 +262,15 @@ class VlmClient:
         return result
 
     async def _send(
-        self, kind: str, messages: list[dict], schema: dict, record: dict
+        self,
+        kind: str,
+        messages: list[dict],
+        schema: dict,
+        record: dict,
+        temperature: float | None = None,
     ) -> tuple[str | None, str]:
         """One request with retries: (answer text, "") or (None, why it failed)."""
-        body = self._body(kind, messages, schema)
+        body = self._body(kind, messages, schema, temperature)
         reason = ""
         for attempt in range(self.max_retries + 1):
             url, client = next(self._rotation)
@@ -313,7 +323,9 @@ class VlmClient:
                 return self.budgets[key]
         return DEFAULT_BUDGET
 
-    def _body(self, kind: str, messages: list[dict], schema: dict) -> bytes:
+    def _body(
+        self, kind: str, messages: list[dict], schema: dict, temperature: float | None = None
+    ) -> bytes:
         """The request body, byte for byte what ``chat.completions.create`` would send.
 
         The SDK's ``create`` walks every message part through its type-driven transform
@@ -334,7 +346,7 @@ class VlmClient:
                 "type": "json_schema",
                 "json_schema": {"name": kind, "schema": schema, "strict": True},
             },
-            "temperature": self.temperature,
+            "temperature": self.temperature if temperature is None else temperature,
             "chat_template_kwargs": self.chat_template_kwargs,
         }
         return json.dumps(

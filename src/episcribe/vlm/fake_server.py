@@ -27,6 +27,9 @@ answer is seeded by a hash of the request.
   prompt_tokens, image_tokens, cached_tokens (what vLLM's prefix caching would not
   recompute), completion_tokens, finish_reason, and the clips of ``video_url`` parts
   (``videos``: frames, size, fps, bytes, tokens); each clip is kept beside the log.
+- ``--keep-requests DIR``: every well-formed request body as ``DIR/<n>.json`` (n counts
+  from 1 in arrival order), so a test can look at exactly what was sent (e.g. decode a
+  contact sheet).
 
 As vLLM serving a Qwen-VL model does (the vLLM flags above have vLLM's meaning): prompt
 tokens are counted with the Qwen-VL image rule (:mod:`episcribe.vlm.fake_limits`); a
@@ -121,6 +124,8 @@ class FakeState:
             if args.oracle
             else None
         )
+        self.keep_dir = Path(args.keep_requests) if args.keep_requests else None
+        self.kept = 0
 
     def oracle_answer(self, req: Request) -> str | None:
         """The truth file's answer to a segment or label_segment call (oracle mode), or None."""
@@ -132,6 +137,14 @@ class FakeState:
             _, most = max_items(req.schema, "subtasks", default=8)
             value = self.oracle.segment(req.text, req.times, most)
         return json.dumps(value) if value is not None else None
+
+    def keep(self, raw: bytes) -> None:
+        if self.keep_dir is not None:
+            with self.lock:
+                self.kept += 1
+                n = self.kept
+            self.keep_dir.mkdir(parents=True, exist_ok=True)
+            (self.keep_dir / f"{n}.json").write_bytes(raw)
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -195,6 +208,7 @@ class Handler(BaseHTTPRequestHandler):
                 entry, exc.status, {"error": _err(exc.message, exc.kind, exc.status)}
             )
         req = Request(body, sizes)
+        state.keep(raw)
         entry.update(kind=req.kind, task=req.task, n_images=len(sizes))
         entry["image_sizes"] = [list(s) for s in sizes]
         units = prompt_units(body["messages"], sizes, state.model, videos)
@@ -346,6 +360,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--fault-cycle", default="", help=f"comma list of {','.join(FAULTS)}")
     p.add_argument("--request-log", default=None)
+    p.add_argument("--keep-requests", default=None, help="directory for every request body")
     p.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)
     p.add_argument("--limit-mm-per-prompt", type=_json_object, default={})
     p.add_argument("--structured-outputs-config", type=_json_object, default={})

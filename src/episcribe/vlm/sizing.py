@@ -83,13 +83,18 @@ def auto_max_model_len(vlm: Mapping) -> int:
 
     The longest request carries the most images and, in a continued conversation (the
     plan module's segment call after its describe call), an earlier answer: images x the
-    tokens of an image at ``image_max_side`` square (the worst aspect for the pixel count),
-    the text allowance, and twice the largest budget (an earlier answer and this one's).
+    tokens of the largest image (a frame at ``image_max_side`` square, the worst aspect for
+    the pixel count, or ``max_image_size``, the largest contact sheet a module builds), the
+    text allowance, and twice the largest budget (an earlier answer and this one's).
     Rounded up to 1024.
     """
     side = int(vlm.get("image_max_side") or 768)
     images = int(vlm.get("max_images") or DEFAULT_MAX_IMAGES)
     budgets = token_budgets(vlm)
     answers = 2 * max(budgets.values(), default=0)
-    total = images * image_tokens(side, side, vlm["model_id"]) + TEXT_ALLOWANCE + answers
+    sheet = vlm.get("max_image_size") or (0, 0)
+    per_image = image_tokens(side, side, vlm["model_id"])
+    if sheet[0] and sheet[1]:
+        per_image = max(per_image, image_tokens(*sheet, vlm["model_id"]))
+    total = images * per_image + TEXT_ALLOWANCE + answers
     return math.ceil(total / 1024) * 1024

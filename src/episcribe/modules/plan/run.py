@@ -13,29 +13,26 @@ Per episode:
    ``n_task_rephrasings`` rephrasings from one text-only call, de-duplicated
    case/whitespace-insensitively. With 0 there is no call and no task_aug row at all
    (LeRobot would otherwise train on the row in place of the task column).
-3. **Subtasks** (describe -> segment). Frames of ``vlm.camera_key`` are sampled at
-   ``frames_per_second`` on real frame timestamps (nearest frame, distinct; the last frame
-   is always included), packed into contact sheets of ``SHEET_TILES`` frames with the
-   timestamp burned into each tile (one image per sheet: ~4x fewer image tokens than one
-   image per frame, at half the resolution per frame). Windows: fixed
-   ``subtask_window_seconds`` windows, or, when the samples exceed ``max_video_frames``,
-   the fewest equal windows that fit; a window still over the cap is thinned evenly.
-   Per window: ``describe`` (if ``subtask_describe_first``) logs the visible changes (at
-   most ``DESCRIBE_ENTRIES``, so the answer fits its budget at ``max_video_frames``), then
-   ``segment`` splits it into at most its share of ``plan_max_steps`` subtasks. The
-   segment call continues the describe conversation (frames, describe request, answer,
-   then the segment request), so a prefix-caching server computes the frames once. All
-   windows run concurrently, and the rephrasing call runs beside them.
-4. **Stitching** (:func:`stitch`): spans are clamped to the episode, sorted, their starts
-   snapped to real frames (several on one frame: the first kept), consecutive repeats of
-   the same instruction merged, the first start moved to the first frame; each subtask is
-   active from its start until the next start (a gap-free cover). Over
-   ``plan_max_steps``, or while a subtask is shorter than ``min_subtask_seconds``: the
-   shortest subtask is merged into its shorter neighbour ("A, then b"), so no part of the
-   episode loses its label. Nothing usable from the
-   model: one subtask, the effective task, over the whole episode (logged).
-   With the signals module on, its keystates are facts in the segment prompt and each
-   boundary near one moves onto it (``grounding``: snap rows record the moves). The
+3. **Subtasks** (segment, optionally after describe). Frames of ``vlm.camera_key`` are
+   sampled at ``frames_per_second`` on real frame timestamps (nearest frame, distinct; the
+   last frame is always included), packed into contact sheets of ``sheet_columns`` x
+   ``sheet_rows`` tiles ``tile_width`` px wide with each tile's time burned in (WGO-Bench:
+   sheets beat a frame-to-time list and single frames, at ~12x less cost than per-frame
+   input). The whole episode is one request when its frames fit ``max_video_frames``;
+   longer ones are split into windows overlapping by one sheet and reconciled there
+   (``windows``). Per window: ``describe`` (if ``subtask_describe_first``) logs the
+   visible changes (at most ``DESCRIBE_ENTRIES``), then ``segment`` splits it into
+   subtasks: at most its share of ``plan_max_steps``, or with 0 one a second of the
+   window and no more than the segment budget holds. The segment call continues the
+   describe conversation (a prefix-caching server computes the frames once). All windows
+   run concurrently, and the rephrasing call runs beside them.
+4. **Stitching** (``stitching.stitch``): every start the model gave on its nearest real
+   frame, gaps filled by the subtask before them, nothing merged unless over an explicit
+   ``plan_max_steps`` or under ``min_subtask_seconds``. Nothing usable from the model:
+   one subtask, the effective task, over the whole episode (logged). With the signals
+   module on, its keystates are facts in the segment prompt and each boundary near one
+   moves onto it (``grounding``: snap rows record the moves). With ``relabel``, each
+   subtask's label is checked once more with its neighbours' frames (``relabel``). The
    model's own spans, before stitching, stay in staging as ``model_segment`` rows.
 5. **plan** at every subtask start (``emit_plan``): the numbered subtasks still to do,
    the current one first. **memory** at every start but the first (``emit_memory``): one
@@ -66,16 +63,23 @@ from episcribe.modules.base import (
     is_placeholder_task,
     normalize_text,
     numbered,
-    sample_times,
     snap_indices,
 )
-from episcribe.modules.plan import SHEET_TILES
+from episcribe.modules.plan import sheet_grid
 from episcribe.modules.plan.grounding import facts, snap_boundaries, upstream_keystates
+from episcribe.modules.plan.relabel import relabel
+from episcribe.modules.plan.stitching import finite, stitch
+from episcribe.modules.plan.windows import plan_windows, reconcile, thin
 
 log = logging.getLogger(__name__)
 
 MODULE = "plan"
 DESCRIBE_ENTRIES = 12  # most describe log entries: ~50 tokens each fit the 768-token budget
+# Without plan.plan_max_steps: at most one subtask a second of the window (WGO-Bench gold:
+# median 15 subtasks an episode, up to 58, a third under 2 s), and no more than the segment
+# budget holds at ~50 tokens a subtask (instruction of <= 120 characters, two times).
+AUTO_SECONDS_PER_STEP = 1.0
+TOKENS_PER_SUBTASK = 50
 FALLBACK_TASK = "Complete the task shown in the demonstration"
 
 
@@ -83,17 +87,20 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     s = ctx.settings
     ts = ctx.timestamps
     first = frame_time(ts, 0)
+    grid = sheet_grid(s)
     rate = s["video_fps"] if s["use_video_url"] else s["frames_per_second"]
-    windows = plan_windows(ts, rate, s["max_video_frames"], s["subtask_window_seconds"])
+    windows = plan_windows(
+        ts, rate, s["max_video_frames"], s["subtask_window_seconds"], overlap=grid.tiles
+    )
     total = sum(len(w) for w in windows)
     task_future = asyncio.ensure_future(_effective_task(ctx, s, windows))
 
     async def window_chain(times: list[float]) -> list[tuple[str, float, float]]:
-        steps = max(1, math.ceil(s["plan_max_steps"] * len(times) / total))
+        steps = _steps(s, ctx.vlm, times, total)
         if s["use_video_url"]:
             urls, layout = await ctx.frames.clip(ctx.camera, times, s["video_fps"])
         else:
-            urls, layout = await ctx.frames.sheets(ctx.camera, times, SHEET_TILES)
+            urls, layout = await ctx.frames.sheets(ctx.camera, times, grid)
         frames = {
             "camera": ctx.camera,
             "layout": layout,
@@ -116,7 +123,7 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
         if not task_future.done():
             task_future.cancel()
 
-    model_spans = [span for window in spans for span in window]
+    model_spans = reconcile(windows, spans, 1.0 / rate)
     subtasks = stitch(
         model_spans,
         ts,
@@ -132,6 +139,8 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
     subtasks, snaps = snap_boundaries(
         subtasks, ts, upstream_keystates(ctx), s["keystate_snap_seconds"]
     )
+    if s["relabel"]:
+        subtasks = await relabel(ctx, task, subtasks)
 
     rows: list[dict] = [task_row(task, own_task(ctx), first), *snaps]
     rows += model_segment_rows(model_spans, ts)
@@ -153,34 +162,13 @@ async def run_episode(ctx: EpisodeContext) -> list[dict]:
 # -- frame sampling -------------------------------------------------------------------
 
 
-def plan_windows(
-    timestamps: np.ndarray, fps: float, max_frames: int, window_seconds: float
-) -> list[list[float]]:
-    """Sampled real frame times, grouped into the windows of one describe/segment pass each."""
-    first, last = frame_time(timestamps, 0), frame_time(timestamps, len(timestamps) - 1)
-    times = sample_times(timestamps, first, last, fps)
-    if times[-1] != last:
-        times.append(last)
-    if window_seconds and window_seconds > 0:
-        groups: dict[int, list[float]] = {}
-        for t in times:
-            groups.setdefault(int((t - first) // window_seconds), []).append(t)
-        windows = [groups[k] for k in sorted(groups)]
-    else:
-        n = math.ceil(len(times) / max_frames)
-        windows = [list(chunk) for chunk in np.array_split(np.array(times), n)]
-        windows = [[float(t) for t in w] for w in windows]
-    return [_thin(w, max_frames) for w in windows if w]
-
-
-def _thin(times: list[float], cap: int) -> list[float]:
-    """At most ``cap`` of ``times``, evenly spread, first and last kept."""
-    if len(times) <= cap:
-        return times
-    if cap == 1:
-        return [times[0]]
-    picks = np.unique(np.round(np.linspace(0, len(times) - 1, cap)).astype(int))
-    return [times[i] for i in picks]
+def _steps(s: dict, vlm: dict, times: list[float], total: int) -> int:
+    """Most subtasks one segment request may give (its schema's maxItems)."""
+    if s["plan_max_steps"] > 0:
+        return max(1, math.ceil(s["plan_max_steps"] * len(times) / total))
+    seconds = times[-1] - times[0]
+    budget = int(vlm["max_completion_tokens"]["segment"]) // TOKENS_PER_SUBTASK
+    return max(1, min(math.ceil(seconds / AUTO_SECONDS_PER_STEP), budget))
 
 
 def _window_note(times: Sequence[float], ts: np.ndarray, n_windows: int) -> str:
@@ -189,7 +177,8 @@ def _window_note(times: Sequence[float], ts: np.ndarray, n_windows: int) -> str:
     return (
         f"The frames cover the part of the episode from {times[0]:.3f} s to {times[-1]:.3f} s "
         f"(the whole episode runs from {frame_time(ts, 0):.3f} s to "
-        f"{frame_time(ts, len(ts) - 1):.3f} s)."
+        f"{frame_time(ts, len(ts) - 1):.3f} s). An event already under way at the first "
+        "frame or still under way at the last one simply runs to that edge: do not cut there."
     )
 
 
@@ -213,9 +202,9 @@ async def _effective_task(ctx: EpisodeContext, s: dict, windows: list[list[float
     mode = s["derive_task_from_video"]
     if mode == "off" or (mode == "if_short" and not is_placeholder_task(own)):
         return own
-    times = [t for w in windows for t in w]
-    times = _thin(times, min(len(times), s["max_video_frames"]))
-    urls, layout = await ctx.frames.sheets(ctx.camera, times, SHEET_TILES)
+    times = sorted({t for w in windows for t in w})
+    times = thin(times, min(len(times), s["max_video_frames"]))
+    urls, layout = await ctx.frames.sheets(ctx.camera, times, sheet_grid(s))
     fields = {
         "camera": ctx.camera,
         "layout": layout,
@@ -276,7 +265,7 @@ async def _describe(ctx, frames: dict, urls, n_frames: int) -> list[dict]:
     for item in (answer or {}).get("narration", []):
         obs = clean_text(item.get("observation"))
         t = item.get("time")
-        if obs and _finite(t):
+        if obs and finite(t):
             lines.append({"time": float(t), "observation": obs})
     if not lines:
         ctx.skip("describe answer")
@@ -331,15 +320,11 @@ def _span(item, lo: float, hi: float) -> tuple[str, float, float] | None:
     """(instruction, start, end) clamped to [lo, hi]; None when unusable."""
     text = clean_text(item.get("instruction")) if isinstance(item, dict) else ""
     start, end = (item.get(k) if isinstance(item, dict) else None for k in ("start", "end"))
-    if not text or not _finite(start):
+    if not text or not finite(start):
         return None
-    end = end if _finite(end) else start
+    end = end if finite(end) else start
     start, end = sorted((min(max(float(start), lo), hi), min(max(float(end), lo), hi)))
     return text, start, end
-
-
-def _finite(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 async def _memories(ctx, task, steps, starts) -> list[tuple[float, str]]:
@@ -362,7 +347,7 @@ async def _memories(ctx, task, steps, starts) -> list[tuple[float, str]]:
     return out
 
 
-# -- stitching ------------------------------------------------------------------------
+# -- staging ------------------------------------------------------------------------
 
 
 def model_segment_rows(spans: Sequence[tuple[str, float, float]], ts: np.ndarray) -> list[dict]:
@@ -379,74 +364,3 @@ def model_segment_rows(spans: Sequence[tuple[str, float, float]], ts: np.ndarray
         content = json.dumps({"start": start, "end": end, "instruction": text}, sort_keys=True)
         rows.append(make_row("assistant", content, "model_segment", frame_time(ts, index)))
     return rows
-
-
-def stitch(
-    spans: Sequence[tuple[str, float, float]],
-    timestamps: np.ndarray,
-    max_steps: int,
-    min_seconds: float = 0.0,
-) -> list[tuple[int, str]]:
-    """A gap-free cover of the episode: (start frame index, instruction) in time order.
-
-    The first subtask starts at frame 0; starts are distinct real frames; each subtask
-    lasts until the next one starts; at most ``max_steps`` subtasks, none shorter than
-    ``min_seconds`` unless it is the only one.
-    """
-    first, last = float(timestamps[0]), float(timestamps[-1])
-    items = []
-    for text, start, end in spans:
-        text = clean_text(text)
-        if not text or not (_finite(start) and _finite(end)):
-            continue
-        start, end = sorted((min(max(start, first), last), min(max(end, first), last)))
-        items.append((start, -end, len(items), text))
-    if not items:
-        return []
-    items.sort()
-    indices = snap_indices(timestamps, [it[0] for it in items])
-    out: list[list] = []
-    for index, (_, _, _, text) in zip(indices.tolist(), items, strict=True):
-        if out and index <= out[-1][0]:
-            continue  # the same start frame as an earlier (longer) subtask
-        if out and normalize_text(text) == normalize_text(out[-1][1]):
-            continue  # the same step continuing (e.g. across a window boundary)
-        out.append([index, text])
-    out[0][0] = 0
-    while len(out) > max(1, max_steps):
-        _merge_shortest(out, timestamps)
-    while len(out) > 1 and min(_lengths(out, timestamps)) < min_seconds - 1e-6:
-        _merge_shortest(out, timestamps)
-    return [(int(i), text) for i, text in out]
-
-
-def _lengths(out: list[list], timestamps: np.ndarray) -> list[float]:
-    """Seconds each subtask lasts (the last one until one frame period past the end)."""
-    n = len(out)
-    period = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    ends = [float(timestamps[out[k + 1][0]]) for k in range(n - 1)]
-    ends.append(float(timestamps[-1]) + period)
-    return [ends[k] - float(timestamps[out[k][0]]) for k in range(n)]
-
-
-def _merge_shortest(out: list[list], timestamps: np.ndarray) -> None:
-    """Merge the shortest subtask into its shorter neighbour, in place."""
-    n = len(out)
-    length = _lengths(out, timestamps)
-    k = min(range(n), key=lambda j: (length[j], j))
-    if k == 0:
-        other = 1
-    elif k == n - 1:
-        other = k - 1
-    else:
-        other = k - 1 if length[k - 1] <= length[k + 1] else k + 1
-    a, b = sorted((k, other))
-    out[a] = [out[a][0], join_steps(out[a][1], out[b][1])]
-    del out[b]
-
-
-def join_steps(a: str, b: str) -> str:
-    """ "Grasp the cup." + "Lift it" -> "Grasp the cup, then lift it"."""
-    head = a.rstrip(" .;,")
-    tail = b[:1].lower() + b[1:] if b[1:2].islower() or len(b) == 1 else b
-    return f"{head}, then {tail}"
