@@ -32,7 +32,7 @@ from test_writer import stage_all  # noqa: E402
 import episcribe  # noqa: E402
 from episcribe.lerobot.dataset import LeRobotDataset  # noqa: E402
 from episcribe.lerobot.writer import write_annotated  # noqa: E402
-from episcribe.pipeline.staging import MODULES  # noqa: E402
+from episcribe.pipeline.staging import MODULES, rows_from  # noqa: E402
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
             staging = Path(tmp) / f"staging{trial}"
             stage_all(dataset, staging, [0, 1])
             started = time.perf_counter()
-            write_annotated(dataset, staging, [0, 1], MODULES, None)
+            write_annotated(dataset, rows_from(staging, MODULES), [0, 1], MODULES, None)
             total = time.perf_counter() - started
             shards = [p.stat().st_ctime_ns for p in (root / "data").rglob("file-*.parquet")]
             info = (root / "meta" / "info.json").stat().st_ctime_ns

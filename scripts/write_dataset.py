@@ -4,6 +4,7 @@ from episcribe.atomic import write_json
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.lerobot.writer import write_annotated
 from episcribe.pipeline.logs import script_main
+from episcribe.pipeline.staging import rows_from
 from episcribe.pipeline.validation import check_report
 
 
@@ -11,14 +12,14 @@ def main(smk):
     p = smk.params
     check_report(smk.input.report, skip_validation=p.skip_validation)
     dataset = LeRobotDataset.open(p.dataset_root, p.episodes)
+    modules = list(p.modules)
     manifest = write_annotated(
         dataset,
-        p.staging_dir,
+        rows_from(p.staging_dir, modules, p.review_dir),
         list(p.episodes),
-        list(p.modules),
+        modules,
         p.destination,
         provenance=dict(p.provenance),
-        review_dir=p.review_dir,
     )
     write_json(smk.output.manifest, manifest)
 

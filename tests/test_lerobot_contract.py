@@ -89,7 +89,7 @@ def test_the_tie_checker_itself_sees_two_plan_rows_at_one_timestamp(
     from episcribe.lerobot.dataset import LeRobotDataset
     from episcribe.lerobot.language import make_row
     from episcribe.lerobot.writer import write_annotated
-    from episcribe.pipeline.staging import write_rows
+    from episcribe.pipeline.staging import rows_from, write_rows
 
     data = make_synth("tiny", episodes=1, seconds=2.0, episodes_per_file=1)
     ds = LeRobotDataset.open(data)
@@ -101,6 +101,6 @@ def test_the_tie_checker_itself_sees_two_plan_rows_at_one_timestamp(
     ]
     rows += [make_row("assistant", "1. other plan", "plan", ts[0])] * second_plan
     write_rows(staging / "episode_000000" / "plan.jsonl", rows)
-    write_annotated(ds, staging, [0], ["plan"], tmp_path / "out")
+    write_annotated(ds, rows_from(staging, ["plan"]), [0], ["plan"], tmp_path / "out")
     _, ties = dataset_ties(tmp_path / "out")
     assert len({t for _, t, _ in ties}) == (len(ts) if second_plan else 0)

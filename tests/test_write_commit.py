@@ -32,12 +32,12 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_writer import stage_all
 from episcribe.lerobot.dataset import LeRobotDataset
-from episcribe.pipeline.staging import MODULES
+from episcribe.pipeline.staging import MODULES, rows_from
 from episcribe.lerobot.writer import write_annotated
 ds = LeRobotDataset.open({root!r})
 stage_all(ds, __import__("pathlib").Path({staging!r}), [0, 1])
 print("staged", flush=True)
-write_annotated(ds, {staging!r}, [0, 1], MODULES, None)
+write_annotated(ds, rows_from({staging!r}, MODULES), [0, 1], MODULES, None)
 """
 
 

@@ -17,7 +17,7 @@ from episcribe.errors import DatasetError, UserError
 from episcribe.lerobot import language as L
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.lerobot.writer import MARKER, write_annotated
-from episcribe.pipeline.staging import MODULES, read_rows, staging_file, write_rows
+from episcribe.pipeline.staging import MODULES, read_rows, rows_from, staging_file, write_rows
 from episcribe.pipeline.validation import validate_staging
 
 USER_TOOL = {"type": "function", "function": {"name": "wave", "parameters": {"type": "object"}}}
@@ -54,7 +54,9 @@ def written(g1_source, tmp_path_factory):
     before = hashes(g1_source)
     stage_all(ds, tmp / "staging", ds.episode_indices())
     dest = tmp / "annotated"
-    manifest = write_annotated(ds, tmp / "staging", ds.episode_indices(), MODULES, dest)
+    manifest = write_annotated(
+        ds, rows_from(tmp / "staging", MODULES), ds.episode_indices(), MODULES, dest
+    )
     return {
         "ds": ds,
         "dest": dest,
@@ -200,7 +202,9 @@ def test_rewriting_into_a_previous_output_gives_identical_files(written, tmp_pat
     first = hashes(written["dest"])
     first.pop("meta/episcribe.json")  # says when it was written
     ds = written["ds"]
-    write_annotated(ds, written["staging"], ds.episode_indices(), MODULES, written["dest"])
+    write_annotated(
+        ds, rows_from(written["staging"], MODULES), ds.episode_indices(), MODULES, written["dest"]
+    )
     again = hashes(written["dest"])
     again.pop("meta/episcribe.json")
     assert again == first
@@ -227,7 +231,7 @@ def test_in_place_drops_legacy_columns_keeps_user_tools(g1_copy, tmp_path):
     info_path.write_text(json.dumps(info))
     ds = LeRobotDataset.open(g1_copy)
     stage_all(ds, tmp_path / "staging", [0])
-    manifest = write_annotated(ds, tmp_path / "staging", [0], MODULES, None)
+    manifest = write_annotated(ds, rows_from(tmp_path / "staging", MODULES), [0], MODULES, None)
     assert manifest["in_place"] and manifest["destination"] == str(g1_copy.resolve())
     out = pq.read_table(shard)
     assert "subtask_index" not in out.column_names and "tools" not in out.column_names
@@ -241,7 +245,9 @@ def test_in_place_drops_legacy_columns_keeps_user_tools(g1_copy, tmp_path):
     tools = json.loads(info_path.read_text())["tools"]
     assert tools == [USER_TOOL, L.SAY_TOOL]
     # a second in-place run replaces the language columns instead of duplicating them
-    write_annotated(LeRobotDataset.open(g1_copy), tmp_path / "staging", [0], MODULES, None)
+    write_annotated(
+        LeRobotDataset.open(g1_copy), rows_from(tmp_path / "staging", MODULES), [0], MODULES, None
+    )
     assert pq.read_schema(shard).names.count(L.PERSISTENT) == 1
     assert json.loads(info_path.read_text())["tools"] == [USER_TOOL, L.SAY_TOOL]
 
@@ -255,9 +261,11 @@ def test_unknown_style_fails_before_any_file_is_written(g1_copy, tmp_path):
     write_rows(path, rows)
     before = hashes(g1_copy)
     with pytest.raises(UserError, match="narration"):
-        write_annotated(ds, tmp_path / "staging", [0, 2], MODULES, None)
+        write_annotated(ds, rows_from(tmp_path / "staging", MODULES), [0, 2], MODULES, None)
     with pytest.raises(UserError, match="narration"):
-        write_annotated(ds, tmp_path / "staging", [0, 2], MODULES, tmp_path / "out")
+        write_annotated(
+            ds, rows_from(tmp_path / "staging", MODULES), [0, 2], MODULES, tmp_path / "out"
+        )
     assert hashes(g1_copy) == before
     assert not (tmp_path / "out").exists()
 
@@ -268,7 +276,9 @@ def test_a_missing_staging_file_refuses_the_write_and_names_it(g1_copy, tmp_path
     rows = full_staging(ds.load_episode(2), ds.cameras)
     stage(tmp_path / "staging", 2, {m: rows[m] for m in ("signals", "plan")})
     with pytest.raises(UserError, match=r"episode 2: no staging file .*interjections\.jsonl"):
-        write_annotated(ds, tmp_path / "staging", [2], MODULES, tmp_path / "out")
+        write_annotated(
+            ds, rows_from(tmp_path / "staging", MODULES), [2], MODULES, tmp_path / "out"
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -285,7 +295,7 @@ def test_unsafe_destinations_are_refused(g1_copy, tmp_path, where):
         (dest / "notes.txt").write_text("mine")
     before = hashes(g1_copy)
     with pytest.raises(UserError):
-        write_annotated(ds, tmp_path / "staging", [], MODULES, dest)
+        write_annotated(ds, rows_from(tmp_path / "staging", MODULES), [], MODULES, dest)
     assert hashes(g1_copy) == before
     if where == "foreign":
         assert os.listdir(dest) == ["notes.txt"]
@@ -300,7 +310,9 @@ def test_failure_mid_write_leaves_no_partial_file(g1_copy, tmp_path):
     bad.write_bytes(bad.read_bytes()[:1000])  # the second shard cannot be read
     before = hashes(g1_copy)
     with pytest.raises(DatasetError, match="file-001.parquet"):
-        write_annotated(ds, tmp_path / "staging", [0, 2], MODULES, tmp_path / "out")
+        write_annotated(
+            ds, rows_from(tmp_path / "staging", MODULES), [0, 2], MODULES, tmp_path / "out"
+        )
     assert hashes(g1_copy) == before
     out = tmp_path / "out"
     assert not (out / "data" / "chunk-000" / "file-001.parquet").exists()
@@ -315,7 +327,13 @@ def test_synthetic_two_camera_dataset_round_trip(synth_small, tmp_path):
     ds = LeRobotDataset.open(synth_small)
     before = hashes(synth_small)
     stage_all(ds, tmp_path / "staging", ds.episode_indices())
-    write_annotated(ds, tmp_path / "staging", ds.episode_indices(), MODULES, tmp_path / "out")
+    write_annotated(
+        ds,
+        rows_from(tmp_path / "staging", MODULES),
+        ds.episode_indices(),
+        MODULES,
+        tmp_path / "out",
+    )
     assert hashes(synth_small) == before
     total = 0
     for src in _shards(synth_small):
@@ -334,7 +352,9 @@ def test_episodes_outside_the_selection_keep_their_rows(g1_copy, tmp_path, in_pl
     """Annotating only episode 0 of an annotated dataset changes episode 0's rows alone."""
     ds = LeRobotDataset.open(g1_copy)
     stage_all(ds, tmp_path / "staging", ds.episode_indices())
-    write_annotated(ds, tmp_path / "staging", ds.episode_indices(), MODULES, None)
+    write_annotated(
+        ds, rows_from(tmp_path / "staging", MODULES), ds.episode_indices(), MODULES, None
+    )
     annotated = {p.name: pq.read_table(p) for p in _shards(g1_copy)}
 
     rows = read_rows(staging_file(tmp_path / "staging", 0, "plan"))
@@ -344,7 +364,7 @@ def test_episodes_outside_the_selection_keep_their_rows(g1_copy, tmp_path, in_pl
     write_rows(staging_file(tmp_path / "staging", 0, "plan"), rows)
     out = None if in_place else tmp_path / "out"
     manifest = write_annotated(
-        LeRobotDataset.open(g1_copy), tmp_path / "staging", [0], MODULES, out
+        LeRobotDataset.open(g1_copy), rows_from(tmp_path / "staging", MODULES), [0], MODULES, out
     )
     assert manifest["rows_kept_of_other_episodes"] > 0
     root = g1_copy if in_place else out
@@ -381,7 +401,7 @@ def test_a_resumed_write_removes_what_a_killed_write_left(g1_copy, tmp_path):
     mine.write_text("the user's own dot file")
     ds = LeRobotDataset.open(g1_copy)
     stage_all(ds, tmp_path / "staging", [0])
-    write_annotated(ds, tmp_path / "staging", [0], MODULES, None)
+    write_annotated(ds, rows_from(tmp_path / "staging", MODULES), [0], MODULES, None)
     assert not any(p.exists() for p in left)
     assert mine.read_text() == "the user's own dot file"
     assert [p.name for p in g1_copy.rglob(".*.tmp-*")] == [mine.name]

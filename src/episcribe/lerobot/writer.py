@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,15 +67,11 @@ from episcribe.lerobot.language import (
     persistent_sort_key,
     to_arrow_row,
 )
-from episcribe.pipeline.staging import (
-    MODULES,
-    merge_modules,
-    read_review,
-    read_rows,
-    staging_file,
-)
 
 log = logging.getLogger(__name__)
+
+# episode -> its rows as written, each with the module it comes from
+EpisodeRows = Callable[[int], Iterable[tuple[str, Mapping[str, Any]]]]
 
 MARKER = ".episcribe-output.json"  # marks a directory this writer created
 PROVENANCE = "meta/episcribe.json"  # what produced the annotations; LeRobot ignores it
@@ -94,24 +90,13 @@ class _EpisodeRows:
         return sum(len(v) for v in self.events.values())
 
 
-def _prepare(
-    staging_dir: Path, episodes: Iterable[int], modules: Sequence[str], review_dir=None
-) -> dict:
+def _prepare(rows_of: EpisodeRows, episodes: Iterable[int]) -> dict:
     prepared: dict[int, _EpisodeRows] = {}
     for episode in episodes:
         ep = prepared[int(episode)] = _EpisodeRows()
-        rows_by_module: dict[str, list[dict]] = read_review(review_dir, episode, modules)
-        for module in modules:
-            path = staging_file(staging_dir, episode, module)
-            if not path.is_file():
-                raise UserError(
-                    f"episode {episode}: no staging file {path} for module {module!r}; "
-                    "nothing was written. Run the workflow again to annotate it"
-                )
-            rows_by_module[module] = read_rows(path)
         persistent: list[dict] = []
         events: list[dict] = []
-        for module, row in merge_modules(rows_by_module):
+        for module, row in rows_of(episode):
             try:
                 column = column_for_style(row.get("style"))
             except (ValueError, TypeError) as exc:
@@ -301,26 +286,24 @@ def _annotated_info(info: dict) -> dict:
 
 def write_annotated(
     dataset: Any,
-    staging_dir: str | os.PathLike,
+    rows_of: EpisodeRows,
     episodes: Iterable[int],
     modules: Iterable[str],
     destination: str | os.PathLike | None,
     provenance: dict[str, Any] | None = None,
-    review_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the annotated dataset (``destination=None``: in place); return the manifest.
 
-    ``review_dir``: a person's corrections (``staging.read_review``) replace the model's rows.
+    ``rows_of(episode)``: the episode's rows as the dataset gets them, each with the module
+    it comes from (``pipeline.staging.written_rows``: the staging files through the one
+    merge rule); ``modules`` names them in the manifest.
 
     ``provenance`` (what produced the rows: backend, model, prompts digest) goes into
     ``meta/episcribe.json`` with the tool's version, the date and the episodes written.
     """
     source = Path(dataset.root).resolve()
     dest = source if destination is None else Path(destination).resolve()
-    modules = [m for m in modules]
-    unknown = [m for m in modules if m not in MODULES]
-    if unknown:
-        raise UserError(f"unknown module(s) {unknown}; expected some of {', '.join(MODULES)}")
+    modules = list(modules)
     episodes = sorted({int(e) for e in episodes})
     missing = sorted(set(episodes) - set(dataset.episode_indices()))
     if missing:
@@ -328,7 +311,7 @@ def write_annotated(
     if destination is not None:
         _check_destination(source, dest)
 
-    prepared = _prepare(Path(staging_dir), episodes, modules, review_dir)  # raises first
+    prepared = _prepare(rows_of, episodes)  # raises first
     shards = [Path(p).resolve() for p in dataset.data_files()]
     # Files the source lacks (published datasets often do) hold none of these episodes
     # (LeRobotDataset.open checked): the output lacks them too, as the source does.

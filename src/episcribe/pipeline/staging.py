@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,36 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: row lacks key(s) {', '.join(missing)}")
             rows.append(row)
     return rows
+
+
+def written_rows(
+    staging_dir: str | os.PathLike,
+    episode: int,
+    modules: Iterable[str],
+    review_dir: str | os.PathLike | None = None,
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """An episode's rows as the dataset gets them: every module's staging file (and a
+    person's review, when ``review_dir`` is given) through :func:`merge_modules`."""
+    rows_by_module: dict[str, list[dict]] = read_review(review_dir, episode, modules)
+    for module in modules:
+        path = staging_file(staging_dir, episode, module)
+        if not path.is_file():
+            raise UserError(
+                f"episode {episode}: no staging file {path} for module {module!r}; "
+                "nothing was written. Run the workflow again to annotate it"
+            )
+        rows_by_module[module] = read_rows(path)
+    return merge_modules(rows_by_module)
+
+
+def rows_from(
+    staging_dir: str | os.PathLike,
+    modules: Iterable[str],
+    review_dir: str | os.PathLike | None = None,
+) -> Callable[[int], list[tuple[str, Mapping[str, Any]]]]:
+    """:func:`written_rows` of these staging files, for any episode (the writer's input)."""
+    modules = list(modules)
+    return lambda episode: written_rows(staging_dir, episode, modules, review_dir)
 
 
 def merge_modules(
