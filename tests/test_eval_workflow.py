@@ -110,10 +110,11 @@ def test_oracle_run_scores_perfectly_and_eval_reads_every_source(imported, tmp_p
     assert dataset["views"]["written"]["overall"] == written
     assert report["comparison"]["segmentation_f1"]["difference"] == 0.0
     cost = run["cost"]
-    assert cost["total"]["calls"] == 8  # describe + segment per episode
+    assert cost["total"]["calls"] == 4  # one segment call per episode (no describe first)
     assert cost["video_hours"] == pytest.approx(26 / 3600)
-    assert cost["per_video_hour"]["calls"] == pytest.approx(8 * 3600 / 26)
-    assert 0 < cost["total"]["uncached_prompt_tokens"] < cost["total"]["prompt_tokens"]
+    assert cost["per_video_hour"]["calls"] == pytest.approx(4 * 3600 / 26)
+    # One segment call an episode over its own frames: no prefix the server could reuse.
+    assert 0 < cost["total"]["uncached_prompt_tokens"] <= cost["total"]["prompt_tokens"]
     # A prompt variant: its own results directory, compared side by side.
     variant = tmp_path / "segment_v2"
     shutil.copytree(ws.root / "prompts", variant)
@@ -235,12 +236,11 @@ def test_label_gold_spans_gives_the_labeling_accuracy_of_the_oracle(
     assert all(r["n_images"] >= 1 for r in asked)  # the span's frames, as contact sheets
 
 
-def test_a_perfect_answer_loses_what_the_window_step_cap_implies(tmp_path: Path):
-    # 33.4 s: 35 samples at 1 fps, over plan.max_video_frames (32), so two windows of 18
-    # and 17 frames ([0, 17] s and [18, 33.3] s), allowed ceil(8 * 18 / 35) = 5 and
-    # ceil(8 * 17 / 35) = 4 subtasks. The second holds 5 gold pieces, so the oracle must
-    # merge its shortest two (e, f); the boundary at 17.5 s, between the windows' frames,
-    # moves to 18 s (IoU 17.5 / 18 and 5.3 / 5.8: still matches).
+def test_a_perfect_answer_on_a_long_episode_with_short_events_stays_perfect(tmp_path: Path):
+    # 33.4 s with two subtasks of 2.0 s and 2.7 s at the end. The plan module's design
+    # before issue 24 (1 fps, windows of 32 frames, at most 8 subtasks shared between the
+    # windows by their length) merged e and f and scored 8/11; now the episode is one
+    # request (80 frames at 2 fps fit plan.max_video_frames) with no cap, so nothing moves.
     gold = [(0.0, 17.5, "a"), (17.5, 23.3, "b"), (23.3, 25.3, "c"), (25.3, 28.7, "d"),
             (28.7, 31.4, "e"), (31.4, 33.4, "f")]  # fmt: skip
     labels = ["pick up the cup", "open the drawer", "put the cup in the drawer",
@@ -252,6 +252,6 @@ def test_a_perfect_answer_loses_what_the_window_step_cap_implies(tmp_path: Path)
     report = scores(tmp_path, done.gold, ws.root / "results" / "wgo_bench")
     views = report["predictions"][0]["views"]
     written = views["written"]["overall"]
-    assert (written["gold"], written["predicted"], written["matched"]) == (6, 5, 4)
-    assert written["f1"] == pytest.approx(8 / 11)
-    assert views["model"]["overall"]["matched"] == 4  # the cap acts inside the model's answer
+    assert (written["gold"], written["predicted"], written["matched"]) == (6, 6, 6)
+    assert written["f1"] == 1.0
+    assert views["model"]["overall"]["matched"] == 6

@@ -42,14 +42,16 @@ class AnswerMemory:
     def __getattr__(self, name: str) -> Any:  # budgets, stats: the client's own
         return getattr(self.client, name)
 
-    async def complete_json(self, kind: str, messages: list[dict], schema: dict) -> dict | None:
-        body = self.client.request_body(kind, messages, schema)
+    async def complete_json(
+        self, kind: str, messages: list[dict], schema: dict, *, temperature: float | None = None
+    ) -> dict | None:
+        body = self.client.request_body(kind, messages, schema, temperature)
         key = hashlib.sha256(self.identity.encode() + b"\0" + body).hexdigest()
         path = self.directory / f"{key}.json"
         if path.is_file():
             self.reused += 1
             return json.loads(path.read_text(encoding="utf-8"))
-        answer = await self.client.complete_json(kind, messages, schema)
+        answer = await self.client.complete_json(kind, messages, schema, temperature=temperature)
         if answer is not None:
             write_json(path, answer)
         return answer

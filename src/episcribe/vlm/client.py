@@ -312,9 +312,11 @@ class VlmClient:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         return None, f"{reason} (after {self.max_retries} retries)"
 
-    def request_body(self, kind: str, messages: list[dict], schema: dict) -> bytes:
+    def request_body(
+        self, kind: str, messages: list[dict], schema: dict, temperature: float | None = None
+    ) -> bytes:
         """The exact bytes a ``complete_json`` call sends first (before any re-prompt)."""
-        return self._body(kind, messages, schema)
+        return self._body(kind, messages, schema, temperature)
 
     def budget(self, kind: str) -> int:
         """The completion-token budget of a call kind (or the client's one budget)."""
