@@ -77,6 +77,10 @@ class Workspace:
             **config,
         }
 
+    def environment(self) -> dict:
+        """What a process of this workspace runs with: the environment now, plus its own."""
+        return {**_clean_env(), **self.env}
+
     @property
     def server_dir(self) -> Path:
         return self.root / ".episcribe" / "server"
@@ -93,7 +97,7 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**_clean_env(), **self.env},
+            env=self.environment(),
         )
         run = Run(proc.returncode, proc.stdout + proc.stderr)
         if check and proc.returncode != 0:
@@ -109,7 +113,7 @@ class Workspace:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            env={**_clean_env(), **self.env},
+            env=self.environment(),
         )
 
     def staging(self, name: str) -> dict[str, str]:

@@ -184,7 +184,7 @@ def test_pushing_back_to_the_source_repo_moves_its_version_tag_to_the_pushed_com
 
 FETCH = """
 import sys
-from episcribe import hub
+from episcribe.lerobot import hub
 from episcribe.errors import HubError
 repo_id, revision = sys.argv[1], sys.argv[2] or None
 dest = hub.local_dir(repo_id, revision)

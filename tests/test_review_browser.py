@@ -40,7 +40,7 @@ class ReviewServer:
             [sys.executable, "-c", "from episcribe.command.cli import main; exit(main())"]
             + ["review", f"results/{name}"],
             cwd=ws.root,
-            env=ws.env,
+            env=ws.environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
