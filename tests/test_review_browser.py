@@ -154,7 +154,7 @@ def reviewed(workspace, page):
     page.click(".tick.interjection")
     page.fill("#reply-input", "Sure, the neck first.")
     page.press("#reply-input", "Enter")
-    page.wait_for_selector("#message.ok:has-text('saved')")
+    page.wait_for_selector("#message.ok:has-text('reply saved')")
     # Delete the first VQA pair of the first camera, from the keyboard.
     vqa = page.locator(".tick.vqa").first
     deleted = (float(vqa.get_attribute("data-t")), view["cameras"][0]["key"])

@@ -311,7 +311,7 @@ function renderPanel() {
   const interjection = rows.find(r => r.style === "interjection" && r.timestamp === t);
   if (interjection) field(panel, "interjection", interjection.content, v => setContent(r => r === interjection, v), "interjection-input");
   const speech = rows.find(r => r.style === null && r.timestamp === t);
-  if (speech) field(panel, "the robot says", speechText(speech), v => save(rows.map(r => (r === speech ? withSpeech(r, v) : r)), "saved"), "reply-input");
+  if (speech) field(panel, "the robot says", speechText(speech), v => save(rows.map(r => (r === speech ? withSpeech(r, v) : r)), "reply saved"), "reply-input");
   const other = rows.find(r => r.style === selected.style && r.style !== "interjection" && r.style !== null && r.timestamp === t);
   if (other) field(panel, selected.style, other.content, v => setContent(r => r === other, v));
 }
