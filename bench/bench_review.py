@@ -35,22 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synth import make_dataset  # noqa: E402
+from test_review_browser import CHROMIUM_ARGS  # noqa: E402
 
 from episcribe.atomic import write_json  # noqa: E402
 from episcribe.lerobot import language as L  # noqa: E402
 from episcribe.lerobot.dataset import LeRobotDataset  # noqa: E402
 from episcribe.pipeline.staging import review_file, staging_file, write_rows  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CAMERA = "observation.images.top"
 
 
