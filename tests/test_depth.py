@@ -27,7 +27,7 @@ def test_no_request_carries_a_depth_frame_and_the_default_camera_is_the_colour_o
     ws.run()
     calls = [r for r in ws.fake_requests() if r["status"] == 200]
     with_images = [r for r in calls if r["n_images"]]
-    assert {r["kind"] for r in with_images} >= {"describe", "interjection"}
+    assert {r["kind"] for r in with_images} >= {"segment", "interjection"}
     assert any(r["kind"].startswith("vqa_") for r in with_images)
     # VQA shows single frames: all of them the colour camera's, none the depth stream's
     vqa = [r for r in with_images if r["kind"].startswith("vqa_")]

@@ -58,7 +58,7 @@ COLLIDING = dict(
 def test_no_frame_of_a_colliding_dataset_trains_a_vqa_pair_over_speech_or_two_cameras(
     make_synth, tmp_path
 ):
-    data = make_synth("collide", episodes=4, seconds=6.0, fps=FPS, episodes_per_file=4, seed=3)
+    data = make_synth("collide", episodes=4, seconds=8.0, fps=FPS, episodes_per_file=4, seed=3)
     ws = Workspace(tmp_path / "ws", data, **COLLIDING)
     ws.run()
     out = ws.root / "results/collide/annotated"
