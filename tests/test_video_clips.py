@@ -26,6 +26,7 @@ SETTINGS = dict(
     plan__use_video_url="true",
     plan__video_fps=FPS,
     plan__n_task_rephrasings=0,
+    plan__subtask_describe_first="true",  # both clip calls: describe, then segment
     interjections__enabled="false",
     vqa__enabled="false",
 )
@@ -51,7 +52,7 @@ def test_describe_and_segment_calls_carry_a_playable_clip_of_the_episode(video_r
 
     expected = {}
     for index in dataset.episode_indices():
-        (window,) = plan_windows(dataset.load_episode(index).timestamps, FPS, 32, 0)
+        (window,) = plan_windows(dataset.load_episode(index).timestamps, FPS, 480, 0, 20)
         expected[len(window)] = window
     for sha, video in clips.items():
         path = video_run.server_dir / "clips" / f"{sha}.mp4"
