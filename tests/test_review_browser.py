@@ -27,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Shared memory may be a small tmpfs in a container; decoded video frames go to /tmp.
+    "--disable-dev-shm-usage",
 ]
 NAME = "synth_review"
 REVIEW = Path("results") / NAME / "review"
@@ -124,7 +126,13 @@ def _open_episode(page, episode: int) -> None:
     base = re.match(r"http://[^/]+", page.url).group(0)  # the token is in a cookie now
     page.goto(f"{base}/episode/{episode}")
     page.wait_for_selector("body[data-loaded]")
-    page.wait_for_function("document.querySelector('video').readyState >= 2")
+    _until(page, "document.querySelector('video').readyState >= 2")
+
+
+def _until(page, condition: str) -> None:
+    """Wait for a page condition, polled on a timer: animation frames need the compositor,
+    which a headless browser may not schedule while a video decodes."""
+    page.wait_for_function(condition, polling=50)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +206,7 @@ def test_the_video_plays_and_seeks(page):
         segment_start, abs=0.05
     )
     page.keyboard.press(" ")
-    page.wait_for_function(f"document.querySelector('video').currentTime > {segment_start + 0.5}")
+    _until(page, f"document.querySelector('video').currentTime > {segment_start + 0.5}")
     page.keyboard.press(" ")
     assert page.evaluate("document.querySelector('video').paused")
     # Shift+Right/Left seek a second; '.' steps one frame (0.1 s at 10 fps).
@@ -210,8 +218,10 @@ def test_the_video_plays_and_seeks(page):
     assert back == pytest.approx(played, abs=0.01)
     page.keyboard.press(".")
     stepped = page.evaluate("now()")
-    assert 0.05 < stepped - back <= 0.11
-    assert stepped in [pytest.approx(f + 0.002, abs=1e-3) for f in page.evaluate("frames()")]
+    # Playback paused between frames; '.' lands on the next frame's time.
+    frames = page.evaluate("frames()")
+    following = next(f for f in frames if f > back + 1e-3)
+    assert stepped == pytest.approx(following + 0.002, abs=1e-3)
 
 
 def test_a_dragged_boundary_and_an_edited_label_persist_after_reload(page, reviewed, workspace):
@@ -360,16 +370,16 @@ def test_split_then_merge_gives_back_the_model_rows(page, workspace):
     page.wait_for_selector("#message:has-text('every episode is reviewed')")
 
 
-def test_an_av1_episode_plays_and_seeks(browser, g1_server):
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    page.set_default_timeout(15_000)
+def test_an_av1_episode_plays_and_seeks(page, g1_server):
+    # The file's one page (a second page would sit in the background, where a headless
+    # browser may stop painting); last in the file, as it leaves the page on this server.
     page.goto(g1_server.url)
     page.wait_for_selector("body[data-loaded]")
     _open_episode(page, 0)
     assert page.evaluate("document.querySelector('video').videoWidth") == 640
     segment_start = page.evaluate("videos[0].cam.from")
     page.keyboard.press(" ")
-    page.wait_for_function(f"document.querySelector('video').currentTime > {segment_start + 0.3}")
+    _until(page, f"document.querySelector('video').currentTime > {segment_start + 0.3}")
     page.keyboard.press(" ")
     boundaries = [
         t
@@ -380,7 +390,5 @@ def test_an_av1_episode_plays_and_seeks(browser, g1_server):
     later = [t for t in boundaries if t > page.evaluate("now()") + 1e-3]
     assert later, "the episode's subtasks should go on after half a second"
     page.keyboard.press("]")
-    page.wait_for_function(
-        f"Math.abs(document.querySelector('video').currentTime - {segment_start + later[0]}) < 0.01"
-    )
-    page.close()
+    boundary = segment_start + later[0]
+    _until(page, f"Math.abs(document.querySelector('video').currentTime - {boundary}) < 0.01")
