@@ -183,7 +183,8 @@ def test_model_judge_asks_the_served_model_once_per_label_pair(imported, tmp_pat
     proc = subprocess.run(
         [sys.executable, "-m", "episcribe.command.cli", "eval", "--gold", str(imported.gold),
          "--pred", str(pred), "--judge", "model", "--json", str(out),
-         "--config", "vlm.backend=fake", f"vlm.api_base=http://127.0.0.1:{free_port()}/v1"],
+         "--config", "vlm.backend=fake", f"vlm.api_base=http://127.0.0.1:{free_port()}/v1",
+         "vlm.chat_template_kwargs={house_style: terse}", "vlm.reasoning_effort=low"],
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -196,6 +197,13 @@ def test_model_judge_asks_the_served_model_once_per_label_pair(imported, tmp_pat
     # "Now REACH FOR ..." normalises to "now reach for ...": not equal, so asked; 8 pairs.
     assert [r["kind"] for r in asked] == ["judge"] * 8
     assert all(r["n_images"] == 0 for r in asked)  # text only
+    # The judge asks as a run would (the model's template settings), but deterministically.
+    template = {"house_style": "terse", "enable_thinking": False}
+    assert all(
+        r["sampling"] == {"temperature": 0.0, "max_completion_tokens": 64,
+                          "chat_template_kwargs": template, "reasoning_effort": "low"}
+        for r in asked
+    )  # fmt: skip
     server_dir = str(tmp_path / ".episcribe" / "server")
     left = [
         p
@@ -216,6 +224,7 @@ def test_label_gold_spans_gives_the_labeling_accuracy_of_the_oracle(
     out = tmp_path / "scores.json"
     config = ["vlm.backend=fake", f"vlm.api_base=http://127.0.0.1:{free_port()}/v1"]
     config += [f"vlm.fake.oracle={imported.gold}", f"vlm.fake.oracle_swap_rate={swap}"]
+    config += ["vlm.enable_thinking=true", "vlm.thinking_tokens=1000"]
     proc = subprocess.run(
         [sys.executable, "-m", "episcribe.command.cli", "eval", "--gold", str(imported.gold),
          "--pred", str(imported.gold), "--label-gold", str(imported.dataset),
@@ -234,6 +243,9 @@ def test_label_gold_spans_gives_the_labeling_accuracy_of_the_oracle(
     ]
     assert [r["kind"] for r in asked] == ["label_segment"] * 12
     assert all(r["n_images"] >= 1 for r in asked)  # the span's frames, as contact sheets
+    # The model thinks first (the fake's <think> block), so the answer's budget has room.
+    assert {r["sampling"]["max_completion_tokens"] for r in asked} == {128 + 1000}
+    assert all(r["sampling"]["chat_template_kwargs"]["enable_thinking"] for r in asked)
 
 
 def test_a_perfect_answer_on_a_long_episode_with_short_events_stays_perfect(tmp_path: Path):

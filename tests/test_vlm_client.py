@@ -401,6 +401,33 @@ def test_thinking_is_off_by_default_and_a_thinking_answer_still_parses(tmp_path)
         assert short_stats.truncated == 1
 
 
+def test_a_client_for_a_run_asks_as_the_vlm_settings_say(tmp_path):
+    """What the pipeline and the evaluation ask with: the settings of vlm.*, and room to
+    think on top of each budget (without it, this 64-token budget cuts the answer above)."""
+    from episcribe.config import resolve
+
+    settings = {"model_id": MODEL, "temperature": 0.7, "reasoning_effort": "low"}
+    settings |= {"enable_thinking": True, "thinking_tokens": 2000}
+    settings |= {"chat_template_kwargs": {"house_style": "terse"}}
+    vlm = resolve({"dataset": {"root": "unused"}, "vlm": settings})["vlm"]
+    with run_fake(tmp_path) as (base, log):
+
+        async def go():
+            async with VlmClient.for_run([base], vlm, {"something_new": 64}) as client:
+                got = await client.complete_json("something_new", [user_message("x")], SCHEMA)
+                return got, client.stats
+
+        answer, stats = run(go())
+        (request,) = read_log(log)
+    assert answer is not None and stats.truncated == 0 and stats.completion_tokens > 64
+    assert request["sampling"] == {
+        "temperature": 0.7,
+        "max_completion_tokens": 64 + 2000,
+        "chat_template_kwargs": {"house_style": "terse", "enable_thinking": True},
+        "reasoning_effort": "low",
+    }
+
+
 def test_a_prompt_over_the_context_length_fails_at_once_naming_the_limit(tmp_path, caplog):
     image = jpeg_url((640, 480))
     with run_fake(tmp_path, "--max-model-len", "400") as (base, log):

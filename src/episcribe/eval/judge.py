@@ -42,15 +42,10 @@ async def model_verdicts(
     ``pairs`` are (predicted, gold, task). Pairs equal after normalisation are accepted
     without a call; a call that fails is a rejection (logged by the client).
     """
-    from episcribe.config import api_key
     from episcribe.modules.prompts import PromptSet
     from episcribe.vlm.client import VlmClient, system_message, user_message
-    from episcribe.vlm.sizing import DEFAULT_THINKING_TOKENS
 
     prompt = PromptSet(prompts_dir).get("judge")
-    budget = JUDGE_BUDGET + (
-        int(vlm.get("thinking_tokens", DEFAULT_THINKING_TOKENS)) if vlm["enable_thinking"] else 0
-    )
     verdicts: dict[tuple[str, str], bool] = {}
     todo: dict[tuple[str, str], str] = {}
     for pred, gold, task in pairs:
@@ -61,16 +56,7 @@ async def model_verdicts(
         else:
             todo.setdefault((pred, gold), task)
 
-    async with VlmClient(
-        urls,
-        vlm["model_id"],
-        api_key(vlm),
-        concurrency=vlm["client_concurrency"],
-        max_completion_tokens={"judge": budget},
-        enable_thinking=vlm["enable_thinking"],
-        temperature=0.0,
-        max_retries=vlm["max_retries"],
-    ) as client:
+    async with VlmClient.for_run(urls, vlm, {"judge": JUDGE_BUDGET}, temperature=0.0) as client:
 
         async def one(key: tuple[str, str], task: str) -> None:
             instructions, request = prompt.render_parts(

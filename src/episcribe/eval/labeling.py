@@ -19,7 +19,6 @@ from episcribe.eval.metrics import Segment
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules.base import FrameSource, clean_text, format_times, sample_times
 from episcribe.modules.plan import sheet_grid
-from episcribe.vlm.sizing import DEFAULT_THINKING_TOKENS
 
 MAX_FRAMES = 8  # two contact sheets: a step is seconds long, its frames change little
 LABEL_BUDGET = 128  # tokens: {"instruction": "<= 12 words"} is ~25
@@ -34,7 +33,6 @@ async def label_gold_spans(
     urls: list[str],
 ) -> dict[int, list[str]]:
     """Per gold episode, the model's label of each gold span in time order ("" if failed)."""
-    from episcribe.config import api_key
     from episcribe.modules.prompts import PromptSet
     from episcribe.vlm.client import VlmClient, system_message, user_message
 
@@ -43,21 +41,9 @@ async def label_gold_spans(
     camera = vlm["camera_key"] or dataset.cameras[0]
     prompt = PromptSet(prompts_dir).get("label_segment")
     rate = config["plan"]["frames_per_second"]
-    budget = LABEL_BUDGET + (
-        int(vlm.get("thinking_tokens", DEFAULT_THINKING_TOKENS)) if vlm["enable_thinking"] else 0
-    )
     episodes = asyncio.Semaphore(config["workflow"]["episode_concurrency"])
 
-    async with VlmClient(
-        urls,
-        vlm["model_id"],
-        api_key(vlm),
-        concurrency=vlm["client_concurrency"],
-        max_completion_tokens={"label_segment": budget},
-        enable_thinking=vlm["enable_thinking"],
-        temperature=vlm["temperature"],
-        max_retries=vlm["max_retries"],
-    ) as client:
+    async with VlmClient.for_run(urls, vlm, {"label_segment": LABEL_BUDGET}) as client:
 
         async def one(frames: FrameSource, span: Segment, task: str, ts) -> str:
             first, last = float(ts[0]), float(ts[-1])

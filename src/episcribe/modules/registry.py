@@ -31,7 +31,6 @@ import yaml
 
 from episcribe import WORKFLOW_DIR
 from episcribe.modules.spec import ModuleSpec
-from episcribe.vlm.sizing import token_budgets
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 EXTRA_MODULES_ENV = "EPISCRIBE_MODULES"
@@ -170,8 +169,8 @@ def server_settings(config: Mapping) -> dict:
 
 
 def call_budgets(module: str, vlm: Mapping) -> dict[str, int]:
-    """Completion budget per call kind of the module, from vlm.max_completion_tokens (plus
-    room to think when thinking is on)."""
+    """Completion budget per call kind of the module, from vlm.max_completion_tokens (the
+    client adds room to think)."""
     spec = MODULES[module]
-    budgets = token_budgets(vlm)
+    budgets = vlm["max_completion_tokens"]
     return {kind: budgets[spec.budget_key(kind)] for kind in spec.prompt_kinds}

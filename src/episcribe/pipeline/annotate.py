@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from episcribe.atomic import write_text
-from episcribe.config import api_key
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules import registry
 from episcribe.modules.base import EpisodeContext, FrameSource
@@ -147,19 +146,11 @@ async def _annotate(spec, dataset, prompts, cache, pending, summary: JobSummary)
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames")
     )
     slots = SlotPool(spec.run_dir, spec.vlm["client_concurrency"])
-    async with VlmClient(
+    async with VlmClient.for_run(
         urls,
-        spec.vlm["model_id"],
-        api_key(spec.vlm),
-        concurrency=spec.vlm["client_concurrency"],
-        max_completion_tokens=registry.call_budgets(spec.module, spec.vlm),
+        spec.vlm,
+        registry.call_budgets(spec.module, spec.vlm),
         budget_keys=registry.MODULES[spec.module].budget_keys,
-        enable_thinking=spec.vlm["enable_thinking"],
-        chat_template_kwargs=spec.vlm["chat_template_kwargs"],
-        reasoning_effort=spec.vlm["reasoning_effort"],
-        temperature=spec.vlm["temperature"],
-        timeout_s=spec.vlm["request_timeout_s"],
-        max_retries=spec.vlm["max_retries"],
         metrics_path=spec.metrics_path,
         slots=slots,
     ) as client:

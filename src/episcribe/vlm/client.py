@@ -39,7 +39,9 @@ from typing import Any, TextIO
 import jsonschema
 import openai
 
+from episcribe.config import api_key
 from episcribe.errors import ServerError
+from episcribe.vlm.sizing import with_thinking
 from episcribe.vlm.slots import SlotPool
 
 log = logging.getLogger(__name__)
@@ -191,6 +193,26 @@ class VlmClient:
         self._rotation = itertools.cycle(self._clients)
         self._sem = asyncio.Semaphore(concurrency)
         self._validators: dict[str, jsonschema.protocols.Validator] = {}
+
+    @classmethod
+    def for_run(
+        cls, urls: list[str], vlm: Mapping[str, Any], budgets: Mapping[str, int], **options: Any
+    ) -> VlmClient:
+        """A client that asks as the run's ``vlm`` settings say: model, key, thinking and
+        reasoning controls, temperature, timeout, retries, and ``budgets`` (per call kind,
+        before thinking) with room to think. ``options`` override or add (a judge's
+        temperature, a job's metrics file and slots)."""
+        settings = {
+            "concurrency": vlm["client_concurrency"],
+            "max_completion_tokens": with_thinking(budgets, vlm),
+            "enable_thinking": vlm["enable_thinking"],
+            "chat_template_kwargs": vlm["chat_template_kwargs"],
+            "reasoning_effort": vlm["reasoning_effort"],
+            "temperature": vlm["temperature"],
+            "timeout_s": vlm["request_timeout_s"],
+            "max_retries": vlm["max_retries"],
+        }
+        return cls(urls, vlm["model_id"], api_key(vlm), **{**settings, **options})
 
     async def __aenter__(self) -> VlmClient:
         return self

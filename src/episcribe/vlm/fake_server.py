@@ -25,8 +25,10 @@ answer is seeded by a hash of the request.
   (before the reply), kind, task (the "Task:" line of the prompt, if any), n_images,
   image_sizes, request_bytes, status, fault,
   prompt_tokens, image_tokens, cached_tokens (what vLLM's prefix caching would not
-  recompute), completion_tokens, finish_reason, and the clips of ``video_url`` parts
-  (``videos``: frames, size, fps, bytes, tokens); each clip is kept beside the log.
+  recompute), completion_tokens, finish_reason, the clips of ``video_url`` parts
+  (``videos``: frames, size, fps, bytes, tokens; each clip is kept beside the log), and
+  ``sampling``: the request's temperature, max_completion_tokens, chat_template_kwargs and
+  reasoning_effort, as sent.
 - ``--keep-requests DIR``: every well-formed request body as ``DIR/<n>.json`` (n counts
   from 1 in arrival order), so a test can look at exactly what was sent (e.g. decode a
   contact sheet).
@@ -82,6 +84,9 @@ FAULTS = ("500", "429", "timeout", "nonjson", "schema", "whitespace")
 DEFAULT_MAX_MODEL_LEN = 262_144
 DEFAULT_FAULT_CYCLE = ("500", "timeout", "nonjson", "schema")
 TIMEOUT_HOLD_S = 60.0
+# The request fields that steer the model's answer, logged as sent.
+SAMPLING = ("temperature", "max_completion_tokens", "chat_template_kwargs", "reasoning_effort")
+
 # -- request checking ----------------------------------------------------------------
 
 
@@ -210,6 +215,7 @@ class Handler(BaseHTTPRequestHandler):
         req = Request(body, sizes)
         state.keep(raw)
         entry.update(kind=req.kind, task=req.task, n_images=len(sizes))
+        entry["sampling"] = {k: body[k] for k in SAMPLING if k in body}
         entry["image_sizes"] = [list(s) for s in sizes]
         units = prompt_units(body["messages"], sizes, state.model, videos)
         req.prompt_tokens = sum(u.tokens for u in units)

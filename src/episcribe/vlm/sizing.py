@@ -71,11 +71,16 @@ def text_tokens(text: str) -> int:
 
 def token_budgets(vlm: Mapping) -> dict[str, int]:
     """Completion budget per call kind: the config's, plus room to think when thinking is on."""
-    budgets = dict(vlm.get("max_completion_tokens") or {})
+    return with_thinking(vlm.get("max_completion_tokens") or {}, vlm)
+
+
+def with_thinking(budgets: Mapping[str, int], vlm: Mapping) -> dict[str, int]:
+    """``budgets`` plus vlm.thinking_tokens each when thinking is on: the answer comes after
+    the model's reasoning, in the same completion."""
+    extra = 0
     if vlm.get("enable_thinking"):
         extra = int(vlm.get("thinking_tokens", DEFAULT_THINKING_TOKENS))
-        budgets = {kind: n + extra for kind, n in budgets.items()}
-    return budgets
+    return {kind: n + extra for kind, n in budgets.items()}
 
 
 def auto_max_model_len(vlm: Mapping) -> int:
