@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # shared/ sits beside the repository, in development and in CI alike.
 G1_BOTTLE = REPO.parent / "shared" / "datasets" / "g1_bottle"
+
+
+@pytest.fixture(autouse=True)
+def _scheduling_unchanged():
+    """Every process a test starts inherits this process's scheduling. A library that
+    makes it real-time (SVT-AV1 does, as root) lets two busy children (a browser and its
+    driver) starve everything else on a 2-core machine, so that a later test hangs."""
+    before = os.sched_getscheduler(0)
+    yield
+    assert os.sched_getscheduler(0) == before, "the test process was left real-time"
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,6 +52,19 @@ ENCODERS = {
 }
 CODE_BITS = 16  # 6 bits of episode index, 10 bits of frame index
 CODE_ROWS = 10  # height of the code strip in pixels
+
+
+@contextmanager
+def _scheduling_kept():
+    """Run with the calling thread's scheduling put back after. SVT-AV1, run as root,
+    makes the process real-time (SCHED_FIFO 99); every process a test starts after that
+    inherits it, and two busy ones (a browser and its driver) then starve the rest of the
+    machine for good."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, policy, param)
 
 
 def make_dataset(
@@ -268,7 +282,7 @@ def _write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     name, options = ENCODERS[codec]
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole config at info level
-    with av.open(str(path), "w", format="mp4") as container:
+    with _scheduling_kept(), av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream(name, rate=fps, options=dict(options))
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"

@@ -130,8 +130,8 @@ def _open_episode(page, episode: int) -> None:
 
 
 def _until(page, condition: str) -> None:
-    """Wait for a page condition, polled on a timer: animation frames need the compositor,
-    which a headless browser may not schedule while a video decodes."""
+    """Wait for a page condition, polled on a timer rather than on animation frames (which
+    a headless browser paints only when its compositor gets to run)."""
     page.wait_for_function(condition, polling=50)
 
 
@@ -371,8 +371,8 @@ def test_split_then_merge_gives_back_the_model_rows(page, workspace):
 
 
 def test_an_av1_episode_plays_and_seeks(page, g1_server):
-    # The file's one page (a second page would sit in the background, where a headless
-    # browser may stop painting); last in the file, as it leaves the page on this server.
+    # The file's one page, as every other test uses; last in the file, as it leaves the
+    # page on this server.
     page.goto(g1_server.url)
     page.wait_for_selector("body[data-loaded]")
     _open_episode(page, 0)
