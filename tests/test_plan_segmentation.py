@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 
@@ -266,6 +267,11 @@ def test_relabel_sends_three_sheets_and_the_first_label_and_its_answer_is_what_i
         assert [s.size for s in sheets] == [(1120, 168)] * 3  # 5 tiles of 224 x 168 each
         grey = [bool((np.abs(np.asarray(s).astype(int) - GREY) <= 3).all()) for s in sheets]
         assert grey == [k == 0, False, k == len(relabels) - 1]
+    # A neighbour's sheet is that neighbour's own: the same image in both calls.
+    for body, following in itertools.pairwise(relabels):
+        ours, theirs = images(body), images(following)
+        assert np.array_equal(np.asarray(ours[2]), np.asarray(theirs[1]))
+        assert np.array_equal(np.asarray(ours[1]), np.asarray(theirs[0]))
     # The rows carry the relabelled words: plan rows list them, memory calls fold them in.
     words = [r["content"] for r in subtasks]
     assert words != first_pass

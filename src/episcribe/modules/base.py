@@ -60,9 +60,8 @@ class FrameSource:
     every frame in memory.
 
     ``sheets`` remembers its last few results, so calls that send the same frames (the
-    plan module's describe and segment, derive_task over the same window, the neighbour
-    sheets of its relabel calls) share one decode and one JPEG encoding, even when they ask
-    at the same time.
+    plan module's describe and segment, derive_task over the same window) share one decode
+    and one JPEG encoding, even when they ask at the same time.
     """
 
     def __init__(self, dataset: LeRobotDataset, episode: Episode, vlm: dict, cache_size: int = 32):

@@ -42,14 +42,17 @@ async def relabel(
     n = len(subtasks)
 
     async def sheet(k: int) -> str:
-        if not 0 <= k < n:
-            return ctx.frames.blank_sheet(ctx.camera, grid, RELABEL_TILES)
         urls, _ = await ctx.frames.sheets(ctx.camera, span_times(ts, starts[k], stops[k]), grid)
         return urls[0]
 
+    # Each span's sheet once, shared by its own call and its neighbours' (more spans are in
+    # flight at once than FrameSource.sheets remembers); a grey one on either side.
+    blank = ctx.frames.blank_sheet(ctx.camera, grid, RELABEL_TILES)
+    sheets = [blank, *await asyncio.gather(*(sheet(k) for k in range(n))), blank]
+
     async def one(k: int) -> str:
         prior = subtasks[k][1]
-        urls = [await sheet(j) for j in (k - 1, k, k + 1)]
+        urls = sheets[k : k + 3]  # the previous, this and the next span's
         fields = {
             "task": task or "(not given)",
             "index": k + 1,

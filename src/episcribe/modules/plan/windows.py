@@ -107,5 +107,4 @@ def reconcile(
 
 def _middle(a: Sequence[float], b: Sequence[float]) -> float:
     """The middle of the overlap of two consecutive windows (their shared edge without)."""
-    lo, hi = b[0], a[-1]
-    return (lo + hi) / 2 if hi >= lo else (a[-1] + b[0]) / 2
+    return (b[0] + a[-1]) / 2
