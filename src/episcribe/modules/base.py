@@ -275,8 +275,9 @@ class EpisodeContext:
         ``temperature``: this call's, in place of vlm.temperature."""
         prompt_schema = schema if schema is not None else self.prompts.get(kind).schema
         messages = self.messages(kind, fields, image_urls, history)
-        extra = {} if temperature is None else {"temperature": temperature}
-        answer = await self.client.complete_json(kind, messages, prompt_schema, **extra)
+        answer = await self.client.complete_json(
+            kind, messages, prompt_schema, temperature=temperature
+        )
         # An episode with a failed call is incomplete: annotate neither caches it nor
         # takes it as done.
         self.failed_calls += answer is None

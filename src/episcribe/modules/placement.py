@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from episcribe.modules.base import snap_indices
+from episcribe.modules.base import EpisodeContext, snap_indices
 
 FIRST_SPEECH_FRAME = 0  # where the interjections module puts the robot's first reply
 
@@ -62,6 +62,11 @@ def _nearest_free(index: int, taken: set[int], n: int, reach: int) -> int | None
             if 0 <= frame < n and frame not in taken:
                 return frame
     return None
+
+
+def vqa_cameras(ctx: EpisodeContext, restrict_to_default_camera: bool) -> list[str]:
+    """The cameras the vqa module asks about, in the order its pairs are placed."""
+    return [ctx.camera] if restrict_to_default_camera else list(ctx.dataset.cameras)
 
 
 def vqa_frame_set(timestamps: np.ndarray, rate_hz: float, n_cameras: int) -> set[int]:

@@ -39,7 +39,7 @@ from episcribe.modules.base import (
     upstream_task,
 )
 from episcribe.modules.interjections import WINDOW_OFFSETS
-from episcribe.modules.placement import interjection_frames, vqa_frame_set
+from episcribe.modules.placement import interjection_frames, vqa_cameras, vqa_frame_set
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ def vqa_frames_to_avoid(ctx: EpisodeContext, vqa: dict | None) -> set[int]:
     """The frames the vqa module puts its pairs on (none when it does not run)."""
     if not vqa:
         return set()
-    n_cameras = 1 if vqa["restrict_to_default_camera"] else len(ctx.dataset.cameras)
-    return vqa_frame_set(ctx.timestamps, vqa["vqa_emission_hz"], n_cameras)
+    cameras = vqa_cameras(ctx, vqa["restrict_to_default_camera"])
+    return vqa_frame_set(ctx.timestamps, vqa["vqa_emission_hz"], len(cameras))
 
 
 def subtask_context(subtasks: list[tuple[float, str]], boundary: float) -> tuple[str, str]:

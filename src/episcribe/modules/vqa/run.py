@@ -38,7 +38,7 @@ from typing import Any
 
 from episcribe.lerobot.language import make_row
 from episcribe.modules.base import EpisodeContext, clean_text, frame_time, rng_for
-from episcribe.modules.placement import vqa_frames
+from episcribe.modules.placement import vqa_cameras, vqa_frames
 from episcribe.modules.vqa import QUESTION_TYPES
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ DECODE_CHUNK = 32  # frames decoded (and held as images) at once per camera
 async def run_episode(ctx: EpisodeContext) -> list[dict]:
     s = ctx.settings
     ts = ctx.timestamps
-    cameras = [ctx.camera] if s["restrict_to_default_camera"] else list(ctx.dataset.cameras)
+    cameras = vqa_cameras(ctx, s["restrict_to_default_camera"])
     placed = vqa_frames(ts, s["vqa_emission_hz"], len(cameras))
     # (time, camera) of every pair, tick-major in camera order: the order types are drawn
     ticks = [
