@@ -22,7 +22,6 @@ SHARED_FRAME = "frame shares events"
 
 @dataclass(frozen=True)
 class FrameEvents:
-    timestamp: float
     vqa_cameras: tuple[str, ...]  # cameras with a VQA row on the frame
     speech: bool  # a spoken reply (speech atom) or an interjection
 
@@ -42,7 +41,7 @@ def frame_events(rows: Iterable[Mapping]) -> dict[float, FrameEvents]:
         elif row.get("style") == "interjection" or is_speech_atom(row):
             speech.add(ts)
     return {
-        ts: FrameEvents(ts, tuple(sorted(cameras.get(ts, ()))), ts in speech)
+        ts: FrameEvents(tuple(sorted(cameras.get(ts, ()))), ts in speech)
         for ts in sorted({*cameras, *speech})
     }
 

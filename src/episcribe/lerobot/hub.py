@@ -126,12 +126,15 @@ def download_dataset(
 
 def episode_files(root: Path, episodes: list[int]) -> list[str]:
     """The data and video files (relative paths) holding these episodes, from meta/."""
-    from episcribe.lerobot.dataset_files import fill_template, read_episodes, read_info
+    from episcribe.lerobot.dataset_files import (
+        fill_template,
+        read_episodes,
+        read_info,
+        video_features,
+    )
 
     info = read_info(root)
-    cameras = [
-        k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"
-    ]
+    cameras = list(video_features(info))
     columns, _ = read_episodes(root, cameras)
     selected = {int(e) for e in episodes}
     rows = [i for i, e in enumerate(columns["episode_index"]) if int(e) in selected]

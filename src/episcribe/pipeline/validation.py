@@ -41,7 +41,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ def validate_episode(
     index = int(episode.index)
     cameras = set(cameras)
     frame_times = np.asarray(episode.timestamps, dtype=np.float32).tolist()
-    frames = {float32_timestamp(t) for t in frame_times}
+    frame_of = {float32_timestamp(t): i for i, t in enumerate(frame_times)}
     first, last = (frame_times[0], frame_times[-1]) if frame_times else (0.0, -1.0)
     sizes = {}
     for cam, seg in (getattr(getattr(episode, "info", None), "videos", None) or {}).items():
@@ -180,7 +180,7 @@ def validate_episode(
                 )
                 continue
             if style in STAGING_STYLES:
-                problem = _staging_only_problem(row, frames)
+                problem = _staging_only_problem(row, frame_of)
                 if problem:
                     add(ERROR, module, ts, problem)
                 continue  # never written: no resolver or column rule applies
@@ -202,7 +202,7 @@ def validate_episode(
                 add(ERROR, module, ts, "row has neither content nor tool_calls")
             elif style is None and not row.get("tool_calls"):
                 add(ERROR, module, ts, "a row with style null must carry tool_calls")
-            if style in EVENT_STYLES and ts not in frames:
+            if style in EVENT_STYLES and ts not in frame_of:
                 add(
                     ERROR,
                     module,
@@ -250,7 +250,6 @@ def validate_episode(
                         )
         elif style == "memory" and ts not in subtask_ts:
             add(WARNING, module, ts, "memory row is not at a subtask start")
-    frame_of = {t: i for i, t in enumerate(float32_timestamp(t) for t in frame_times)}
     for ts, events in frame_events(r for _, r in good).items():
         if events.shared:
             add(WARNING, "vqa", ts, shared_frame_message(events, frame_of.get(ts)))
@@ -263,7 +262,7 @@ def validate_episode(
     return sorted(problems, key=Problem.sort_key)
 
 
-def _staging_only_problem(row: Mapping, frames: set) -> str | None:
+def _staging_only_problem(row: Mapping, frames: Container[float]) -> str | None:
     """A staging-only row must sit on a frame and hold a JSON object."""
     if float32_timestamp(row["timestamp"]) not in frames:
         return f"{row['style']} timestamp {row['timestamp']!r} is not one of the episode's frames"

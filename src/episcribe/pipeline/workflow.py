@@ -227,14 +227,11 @@ class WorkflowPlan:
         validate_staging and render_report, so a saved correction re-runs them and the
         write. No job writes them, so no run deletes them."""
         review_dir = self.review_dir()
-        if review_dir is None or not os.path.isdir(review_dir):
+        if review_dir is None:
             return []
         wanted = set(self.episodes)
-        return [
-            str(review_file(review_dir, e))
-            for e in sorted(reviewed_episodes(review_dir))
-            if e in wanted
-        ]
+        reviewed = [e for e in reviewed_episodes(review_dir) if e in wanted]
+        return [str(review_file(review_dir, e)) for e in reviewed]
 
     def destination(self) -> str | None:
         """None means in place."""

@@ -229,9 +229,10 @@ def plausible(req: Request, rng: random.Random) -> dict | None:
         return _segment(req, rng)
     if kind == "task_rephrasings":
         return _rephrasings(req, rng)
-    if kind in ("derive_task", "relabel"):
-        key = "task" if kind == "derive_task" else "instruction"
-        return {key: instruction(rng)}
+    if kind == "derive_task":
+        return {"task": instruction(rng)}
+    if kind == "relabel":
+        return {"instruction": instruction(rng)}
     if kind == "memory":
         return {"memory": f"Done so far: {instruction(rng).lower()}."}
     if kind == "initial_speech":

@@ -130,6 +130,8 @@ class FakeState:
             else None
         )
         self.keep_dir = Path(args.keep_requests) if args.keep_requests else None
+        if self.keep_dir is not None:
+            self.keep_dir.mkdir(parents=True, exist_ok=True)
         self.kept = 0
 
     def oracle_answer(self, req: Request) -> str | None:
@@ -148,7 +150,6 @@ class FakeState:
             with self.lock:
                 self.kept += 1
                 n = self.kept
-            self.keep_dir.mkdir(parents=True, exist_ok=True)
             (self.keep_dir / f"{n}.json").write_bytes(raw)
 
     def next_fault(self) -> str | None:
