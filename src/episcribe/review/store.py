@@ -134,16 +134,15 @@ class ReviewStore:
     def model_rows(self, episode: int) -> dict[str, list[dict]]:
         return {m: read_rows(staging_file(self.staging, episode, m)) for m in self.modules(episode)}
 
-    def merged(self, episode: int) -> list[tuple[str, Mapping]]:
-        """The episode's rows as the dataset gets them, the review applied."""
-        rows = self.model_rows(episode)
-        rows.update(read_review(self.review_dir, episode, list(rows)))
-        return merge_modules(rows)
+    def merged(self, episode: int, model: dict[str, list[dict]]) -> list[tuple[str, Mapping]]:
+        """The episode's rows as the dataset gets them (``model``: its ``model_rows``), the
+        review applied."""
+        return merge_modules({**model, **read_review(self.review_dir, episode, list(model))})
 
-    def correctable_styles(self, episode: int) -> set:
-        return {s for m in self.modules(episode) for s in registry.MODULES[m].styles} & set(
-            REVIEW.styles
-        )
+    @staticmethod
+    def correctable_styles(model: Mapping[str, list[dict]]) -> set:
+        """The styles a person may correct, of the modules with rows (``model_rows``)."""
+        return {s for m in model for s in registry.MODULES[m].styles} & set(REVIEW.styles)
 
     def summaries(self) -> list[dict[str, Any]]:
         """One line per episode for the list page, hardest first: the episodes whose
@@ -154,16 +153,11 @@ class ReviewStore:
             for episode, runs in incomplete_runs(self.results / "cache", module).items():
                 failed[episode] = failed.get(episode, 0) + runs
         reviewed = set(reviewed_episodes(self.review_dir))
-        states = {int(p.stem[8:]): p for p in self.review_dir.glob("episode_*.json") if p.is_file()}
         out = []
         for episode in self.episodes():
             info = self.dataset.episode_info(episode)
             rows = self._subtask_rows(episode, episode in reviewed)
-            state = (
-                read_state(self.review_dir, episode)
-                if episode in states
-                else {"state": "not reviewed", "note": ""}
-            )
+            state = read_state(self.review_dir, episode)
             out.append(
                 {
                     "episode": episode,
@@ -211,11 +205,12 @@ class ReviewStore:
         if episode not in self.dataset.episode_indices():
             raise UserError(f"episode {episode} is not in the dataset {self.dataset.root}")
         ep = self.dataset.load_episode(episode)
-        styles = self.correctable_styles(episode)
-        merged = self.merged(episode)
+        model = self.model_rows(episode)
+        styles = self.correctable_styles(model)
+        merged = self.merged(episode, model)
         keystates = [
             {"timestamp": r["timestamp"], "content": r["content"]}
-            for r in self.model_rows(episode).get("signals", [])
+            for r in model.get("signals", [])
             if r["style"] == "keystate"
         ]
         order = self.episodes()
@@ -260,13 +255,16 @@ class ReviewStore:
         if state not in STATES[1:]:
             raise ReviewError(f"unknown review state {state!r}; expected one of {STATES[1:]}")
         ep = self.dataset.load_episode(episode)
-        styles = self.correctable_styles(episode)
+        model = self.model_rows(episode)  # read once: every check below compares with it
+        styles = self.correctable_styles(model)
         if rows is None and state == "accepted":
-            rows = [r for _, r in self.merged(episode) if r.get("style") in styles]
+            rows = [r for _, r in self.merged(episode, model) if r.get("style") in styles]
         if rows is not None:
             rows = [_clean(r, styles) for r in rows]
-            before = {(p.message, p.timestamp) for p in self._errors(ep, None)}
-            new = [p for p in self._errors(ep, rows) if (p.message, p.timestamp) not in before]
+            before = {(p.message, p.timestamp) for p in self._errors(ep, model, None)}
+            new = [
+                p for p in self._errors(ep, model, rows) if (p.message, p.timestamp) not in before
+            ]
             if new:
                 raise ReviewError(
                     "; ".join(
@@ -277,9 +275,9 @@ class ReviewStore:
             write_rows(review_file(self.review_dir, episode), rows)
             if state in ("accepted", "corrected"):
                 # Corrected when the rows differ from what the model wrote, whatever was asked.
-                model = [r for _, r in merge_modules(self.model_rows(episode))]
+                written = [r for _, r in merge_modules(model)]
                 same = sorted(map(dumps_row, rows)) == sorted(
-                    dumps_row(r) for r in model if r.get("style") in styles
+                    dumps_row(r) for r in written if r.get("style") in styles
                 )
                 state = "accepted" if same else "corrected"
         record = {
@@ -292,14 +290,13 @@ class ReviewStore:
         write_text(self.review_dir / GOLD_NAME, gold_lines(self.results))
         return record
 
-    def _errors(self, ep, review_rows: list[dict] | None) -> list:
-        """The validator's errors for the episode, with these review rows (None: the
-        review on disk, if any)."""
-        rows = self.model_rows(ep.index)
+    def _errors(self, ep, model: dict[str, list[dict]], review_rows: list[dict] | None) -> list:
+        """The validator's errors for the episode's ``model`` rows with these review rows
+        (None: the review on disk, if any)."""
         if review_rows is None:
-            rows.update(read_review(self.review_dir, ep.index, list(rows)))
+            rows = {**model, **read_review(self.review_dir, ep.index, list(model))}
         else:
-            rows["review"] = review_rows
+            rows = {**model, "review": review_rows}
         problems = validate_episode(ep, self.dataset.cameras, rows)
         return [p for p in problems if p.severity == ERROR]
 
