@@ -14,7 +14,6 @@ from episcribe.eval.compare import paired_bootstrap
 from episcribe.eval.cost import run_cost
 from episcribe.eval.metrics import EpisodeScore, pooled, score_corpus
 from episcribe.eval.sources import VIEW_NOTES, WRITTEN, Source, read_source
-from episcribe.eval.wgo import REPO_ID, download, import_wgo
 
 IMPORT_HELP = """\
 usage: episcribe import-wgo [PARQUET ...] [--repo-id macrodata/WGO-Bench] --out DIR [--fps F]
@@ -27,6 +26,8 @@ CC-BY-NC-SA-4.0: keep DIR out of any repository.
 
 
 def import_main(argv: list[str]) -> int:
+    from episcribe.eval.wgo import REPO_ID, download, import_wgo  # PyAV: only the import needs it
+
     p = argparse.ArgumentParser(prog="episcribe import-wgo", usage=IMPORT_HELP)
     p.add_argument("parquet", nargs="*", type=Path)
     p.add_argument("--repo-id", default=None, help=f"Hub dataset to download (e.g. {REPO_ID})")

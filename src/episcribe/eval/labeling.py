@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import numpy as np
-
 from episcribe.eval.metrics import Segment
 from episcribe.lerobot.dataset import LeRobotDataset
 from episcribe.modules.base import FrameSource, clean_text, format_times, sample_times
 from episcribe.modules.plan import sheet_grid
+from episcribe.modules.plan.windows import thin
 
 MAX_FRAMES = 8  # two contact sheets: a step is seconds long, its frames change little
 LABEL_BUDGET = 128  # tokens: {"instruction": "<= 12 words"} is ~25
@@ -49,9 +48,7 @@ async def label_gold_spans(
             first, last = float(ts[0]), float(ts[-1])
             times = sample_times(ts, span.start, min(span.end, last), rate)
             times = times or sample_times(ts, span.start, span.start, 1.0)  # its nearest frame
-            if len(times) > MAX_FRAMES:
-                picks = np.round(np.linspace(0, len(times) - 1, MAX_FRAMES)).astype(int)
-                times = [times[i] for i in picks]
+            times = thin(times, MAX_FRAMES)
             images, layout = await frames.sheets(camera, times, sheet_grid(config["plan"]))
             instructions, request = prompt.render_parts(
                 camera=camera,

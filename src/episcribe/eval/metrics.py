@@ -104,7 +104,6 @@ class EpisodeScore:
     gold: int
     matched: int
     accepted_matches: int | None  # matches whose label the judge accepts (None: no judge)
-    labeled: int | None = None  # gold segments labelled (None: no labels for gold spans)
     accepted_labels: int | None = None
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
 
@@ -142,9 +141,8 @@ def score_episode(
     accepted = None
     if judge is not None:
         accepted = sum(1 for p, g, _ in pairs if judge(snapped[p].label, gold[g].label))
-    labeled = accepted_labels = None
+    accepted_labels = None
     if gold_labels is not None and judge is not None:
-        labeled = sum(1 for label in gold_labels if label)
         accepted_labels = sum(
             1
             for label, g in zip(gold_labels, gold, strict=False)
@@ -156,7 +154,6 @@ def score_episode(
         gold=len(gold),
         matched=len(pairs),
         accepted_matches=accepted,
-        labeled=labeled,
         accepted_labels=accepted_labels,
         pairs=[(p, g, float(v)) for p, g, v in pairs],
     )
